@@ -1,0 +1,61 @@
+package bucket
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestValidateNamesTheKey(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Backend: "ftp"}, "storage.backend"},
+		{Config{Backend: Filesystem}, "storage.filesystem.dir"},
+		{Config{Backend: S3, S3: S3Config{Endpoint: "x"}}, "storage.s3.bucket-name"},
+		{Config{Backend: S3, S3: S3Config{BucketName: "b", Endpoint: "http://x"}}, "storage.s3.endpoint"},
+		{Config{Backend: GCS}, "storage.gcs.bucket-name"},
+		{Config{Backend: Azure, Azure: AzureConfig{ContainerName: "c"}}, "storage.azure.account-name"},
+	} {
+		err := tc.cfg.Validate()
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want+":") {
+			t.Errorf("Validate(%+v) = %v, want error naming %s", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestFilesystemClientAndTenantPrefix(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	bkt, err := NewClient(ctx, Config{Backend: Filesystem, Filesystem: FilesystemConfig{Dir: dir}}, "test", slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ForTenant(bkt, "team-a")
+	if err := a.Upload(ctx, "01ABC/meta.json", bytes.NewReader([]byte("{}"))); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := bkt.Exists(ctx, "team-a/01ABC/meta.json")
+	if err != nil || !ok {
+		t.Fatalf("object not under tenant prefix: exists=%v err=%v", ok, err)
+	}
+	b := ForTenant(bkt, "team-b")
+	if ok, _ := b.Exists(ctx, "01ABC/meta.json"); ok {
+		t.Fatal("tenant b sees tenant a's object")
+	}
+	rc, err := a.Get(ctx, "01ABC/meta.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, _ := io.ReadAll(rc)
+	if string(got) != "{}" {
+		t.Fatalf("read back %q", got)
+	}
+}
