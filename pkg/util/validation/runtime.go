@@ -9,6 +9,8 @@ import (
 	"github.com/grafana/dskit/runtimeconfig"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-obs/vigil/pkg/util/logutil"
 )
 
 // OverridesManager keeps per-tenant Overrides in sync with the runtime
@@ -41,7 +43,7 @@ func NewOverridesManager(cfg runtimeconfig.Config, defaults Limits, reg promethe
 	cfg.Loader = func(r io.Reader) (interface{}, error) {
 		return ParseRuntimeOverrides(r, defaults)
 	}
-	mgr, err := runtimeconfig.New(cfg, "overrides", reg, kitLogger{logger})
+	mgr, err := runtimeconfig.New(cfg, "overrides", reg, logutil.GoKit(logger))
 	if err != nil {
 		return nil, fmt.Errorf("create runtime config manager: %w", err)
 	}
@@ -87,34 +89,4 @@ type runtimeTenantLimits struct {
 func (r runtimeTenantLimits) ByTenant(tenant string) *Limits {
 	cfg, _ := r.mgr.GetConfig().(*RuntimeOverrides)
 	return cfg.ByTenant(tenant)
-}
-
-// kitLogger adapts slog to the go-kit logger dskit expects. It is private to
-// avoid a dependency cycle on the lead's logutil for one tiny adapter.
-type kitLogger struct{ l *slog.Logger }
-
-func (k kitLogger) Log(keyvals ...interface{}) error {
-	level := slog.LevelInfo
-	msg := ""
-	attrs := make([]any, 0, len(keyvals))
-	for i := 0; i+1 < len(keyvals); i += 2 {
-		key := fmt.Sprint(keyvals[i])
-		switch key {
-		case "level":
-			switch fmt.Sprint(keyvals[i+1]) {
-			case "debug":
-				level = slog.LevelDebug
-			case "warn":
-				level = slog.LevelWarn
-			case "error":
-				level = slog.LevelError
-			}
-		case "msg":
-			msg = fmt.Sprint(keyvals[i+1])
-		default:
-			attrs = append(attrs, key, keyvals[i+1])
-		}
-	}
-	k.l.Log(context.Background(), level, msg, attrs...)
-	return nil
 }
