@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/grafana/dskit/flagext"
+	"gopkg.in/yaml.v3"
+)
+
+// loadConfig builds the effective configuration the way Prometheus and Mimir users expect:
+// flag defaults, then the YAML file named by -config.file, then flags given on the command
+// line, which win over the file.
+func loadConfig(args []string, stderr io.Writer) (*Config, error) {
+	cfg := &Config{}
+	fs := flag.NewFlagSet("vigil", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.RegisterFlags(fs)
+
+	// A first parse only to learn -config.file; errors surface in the second parse.
+	probe := flag.NewFlagSet("probe", flag.ContinueOnError)
+	probe.SetOutput(io.Discard)
+	configFile := probe.String("config.file", "", "")
+	probe.Bool("print.config", false, "")
+	_ = probe.Parse(filterFlags(args, "config.file"))
+
+	if *configFile != "" {
+		if err := loadYAML(*configFile, cfg); err != nil {
+			return nil, err
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	cfg.applyDerivedDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// filterFlags keeps only the named flag (and its value) so the probe parse cannot fail on
+// flags it does not know.
+func filterFlags(args []string, name string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := strings.TrimLeft(args[i], "-")
+		if a == name && i+1 < len(args) {
+			out = append(out, "-"+name, args[i+1])
+			i++
+		} else if strings.HasPrefix(a, name+"=") {
+			out = append(out, "-"+a)
+		}
+	}
+	return out
+}
+
+// loadYAML decodes path strictly: an unknown key is an error that names it, so a typo never
+// silently falls back to a default.
+func loadYAML(path string, cfg *Config) error {
+	buf, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config.file: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(buf))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config.file %s: %w", path, err)
+	}
+	return nil
+}
+
+// yamlString renders the effective configuration; secrets print masked (flagext.Secret).
+func (c *Config) yamlString() (string, error) {
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("render config: %w", err)
+	}
+	return string(out), nil
+}
+
+// applyDerivedDefaults fills values that default relative to other settings.
+func (c *Config) applyDerivedDefaults() {
+	if c.Storage.Filesystem.Dir == "" {
+		c.Storage.Filesystem.Dir = filepath.Join(c.DataDir, "bucket")
+	}
+}
+
+// setFlagDefault changes a flag registered by a library to Vigil's default, keeping -help
+// truthful.
+func setFlagDefault(f *flag.FlagSet, name, value string) {
+	fl := f.Lookup(name)
+	if fl == nil {
+		panic("setFlagDefault: no flag " + name)
+	}
+	if err := fl.Value.Set(value); err != nil {
+		panic(fmt.Sprintf("setFlagDefault %s=%s: %v", name, value, err))
+	}
+	fl.DefValue = value
+}
+
+var _ flag.Value = (*flagext.StringSliceCSV)(nil)

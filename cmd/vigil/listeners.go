@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"google.golang.org/grpc"
+)
+
+// ListenersConfig holds the protocol-specific listeners besides the main HTTP and gRPC
+// ports. An empty address disables a listener.
+type ListenersConfig struct {
+	OTLPGRPC   string `yaml:"otlp_grpc_listen_address"`
+	OTLPHTTP   string `yaml:"otlp_http_listen_address"`
+	Zipkin     string `yaml:"zipkin_listen_address"`
+	JaegerGRPC string `yaml:"jaeger_grpc_listen_address"`
+}
+
+// RegisterFlags registers the listener flags with the ports each protocol's clients default to.
+func (c *ListenersConfig) RegisterFlags(f *flag.FlagSet) {
+	f.StringVar(&c.OTLPGRPC, "otlp.grpc-listen-address", ":4317", "OTLP gRPC receiver (metrics and traces). Empty disables it.")
+	f.StringVar(&c.OTLPHTTP, "otlp.http-listen-address", ":4318", "OTLP HTTP receiver (/v1/metrics, /v1/traces). Empty disables it.")
+	f.StringVar(&c.Zipkin, "zipkin.listen-address", ":9411", "Zipkin receiver and query API (/api/v2/...). Empty disables it.")
+	f.StringVar(&c.JaegerGRPC, "jaeger.grpc-listen-address", ":14250", "Jaeger gRPC collector (PostSpans). Empty disables it.")
+}
+
+// newHTTPListener serves h on addr for the lifetime of the returned service.
+func newHTTPListener(name, addr string, h http.Handler, logger *slog.Logger) services.Service {
+	var (
+		srv  *http.Server
+		done = make(chan error, 1)
+	)
+	starting := func(context.Context) error {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s listener on %s: %w", name, addr, err)
+		}
+		srv = &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+		logger.Info("listening", "listener", name, "addr", lis.Addr().String())
+		go func() { done <- srv.Serve(lis) }()
+		return nil
+	}
+	running := func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-done:
+			return fmt.Errorf("%s listener: %w", name, err)
+		}
+	}
+	stopping := func(error) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			return fmt.Errorf("shut down %s listener: %w", name, err)
+		}
+		if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s listener: %w", name, err)
+		}
+		return nil
+	}
+	return services.NewBasicService(starting, running, stopping).WithName(name)
+}
+
+// newGRPCListener serves srv on addr for the lifetime of the returned service.
+func newGRPCListener(name, addr string, srv *grpc.Server, logger *slog.Logger) services.Service {
+	done := make(chan error, 1)
+	starting := func(context.Context) error {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s listener on %s: %w", name, addr, err)
+		}
+		logger.Info("listening", "listener", name, "addr", lis.Addr().String())
+		go func() { done <- srv.Serve(lis) }()
+		return nil
+	}
+	running := func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-done:
+			return fmt.Errorf("%s listener: %w", name, err)
+		}
+	}
+	stopping := func(error) error {
+		srv.GracefulStop()
+		<-done
+		return nil
+	}
+	return services.NewBasicService(starting, running, stopping).WithName(name)
+}
