@@ -1,0 +1,516 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// Vigil node agent: TCP connection lifecycle and L7 payload capture from
+// tracepoints only (no kprobes/fentry, which many kernels lack).
+//
+// Design rules:
+//  * Never block or fail a syscall: every hook only reads memory and, when the
+//    ring buffer is full, counts a drop in `drops` and returns.
+//  * Only I/O on IPv4/IPv6 TCP sockets (and connected UDP sockets talking to
+//    port 53) is copied to user space; everything else is dropped here.
+//  * Socket fds are remembered in `known_socks` (filled at connect/accept and
+//    on first sight of a socket fd), so steady-state I/O costs one map lookup.
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define MAX_PAYLOAD 512
+#define AF_INET 2
+#define AF_INET6 10
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define EINPROGRESS 115
+#define SAMPLE_INTERVAL_NS 1000000000ULL
+
+enum dir { DIR_EGRESS = 0, DIR_INGRESS = 1 };
+
+enum tcp_ev_type {
+	TCP_EV_CONNECT = 1,
+	TCP_EV_CONNECT_FAILED = 2,
+	TCP_EV_ACCEPT = 3,
+	TCP_EV_CLOSE = 4,
+	TCP_EV_RETRANSMIT = 5,
+	TCP_EV_SAMPLE = 6,
+	TCP_EV_RESET_SENT = 7,
+	TCP_EV_RESET_RECEIVED = 8,
+};
+
+enum drop_idx { DROP_L7 = 0, DROP_TCP = 1, DROP_ARGS = 2, DROP_MAX = 4 };
+
+enum io_kind { IO_BUF = 0, IO_IOVEC = 1, IO_MSG = 2 };
+
+// The agent's own PID, set at load time so its exports are not traced back
+// into itself.
+const volatile u32 self_tgid = 0;
+
+struct sock_key {
+	u32 tgid;
+	u32 fd;
+};
+
+struct sock_val {
+	u64 sk;
+	u16 family;
+	u16 type;
+	u16 sport;
+	u16 dport;
+	u8 saddr[16];
+	u8 daddr[16];
+};
+
+struct sk_owner {
+	u32 tgid;
+	u32 pad;
+	u64 last_sample_ns;
+};
+
+struct io_args {
+	u64 buf;
+	u32 fd;
+	u8 kind;
+	u8 dir;
+	u16 pad;
+};
+
+struct l7_event {
+	u64 ts;
+	u32 tgid;
+	u32 tid;
+	u32 fd;
+	u32 len;
+	s64 ret;
+	u8 dir;
+	u8 sock_type;
+	u16 family;
+	u16 sport;
+	u16 dport;
+	u8 saddr[16];
+	u8 daddr[16];
+	u8 data[MAX_PAYLOAD];
+};
+
+struct tcp_event {
+	u64 ts;
+	u64 sk;
+	u64 bytes_sent;
+	u64 bytes_received;
+	u32 tgid;
+	u32 srtt_us;
+	u8 type;
+	u8 pad;
+	u16 family;
+	u16 sport;
+	u16 dport;
+	u8 saddr[16];
+	u8 daddr[16];
+};
+
+// Force BTF for the event types so bpf2go can generate Go structs.
+const struct l7_event *unused_l7 __attribute__((unused));
+const struct tcp_event *unused_tcp __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sock_key);
+	__type(value, struct sock_val);
+} known_socks SEC(".maps");
+
+// Socket owner by struct sock address: softirq-context hooks (state changes,
+// retransmits) run on whatever task is current, so the owning process is
+// remembered here when a syscall makes it known.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u64);
+	__type(value, struct sk_owner);
+} sk_owners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct io_args);
+} active_io SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, u32);
+} active_connect SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} l7_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} tcp_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_MAX);
+	__type(key, u32);
+	__type(value, u64);
+} drops SEC(".maps");
+
+static __always_inline void count_drop(u32 idx)
+{
+	u64 *v = bpf_map_lookup_elem(&drops, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void sk_addrs(struct sock *sk, u16 *family, u16 *sport, u16 *dport,
+				     u8 *saddr, u8 *daddr)
+{
+	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	*sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	*dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (*family == AF_INET) {
+		BPF_CORE_READ_INTO(saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+// fd_socket returns the struct socket behind fd of the current task, or NULL
+// when fd is not a socket.
+static __always_inline struct socket *fd_socket(u32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return NULL;
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	return (struct socket *)BPF_CORE_READ(f, private_data);
+}
+
+// track_fd records fd as a known socket if it is an interesting one and
+// returns the stored value (or NULL).
+static __always_inline struct sock_val *track_fd(u32 tgid, u32 fd)
+{
+	struct socket *sock = fd_socket(fd);
+	if (!sock)
+		return NULL;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	struct sock_val v = {};
+	v.sk = (u64)sk;
+	v.type = BPF_CORE_READ(sock, type);
+	sk_addrs(sk, &v.family, &v.sport, &v.dport, v.saddr, v.daddr);
+	if (v.family != AF_INET && v.family != AF_INET6)
+		return NULL;
+	// UDP is only interesting for DNS; everything else (QUIC, statsd, ...)
+	// would flood the ring buffer.
+	if (v.type == 2 /* SOCK_DGRAM */ && v.dport != 53)
+		return NULL;
+	if (v.type != 1 /* SOCK_STREAM */ && v.type != 2)
+		return NULL;
+	struct sock_key k = { .tgid = tgid, .fd = fd };
+	bpf_map_update_elem(&known_socks, &k, &v, BPF_ANY);
+	return bpf_map_lookup_elem(&known_socks, &k);
+}
+
+static __always_inline struct sock_val *lookup_fd(u32 tgid, u32 fd)
+{
+	struct sock_key k = { .tgid = tgid, .fd = fd };
+	struct sock_val *v = bpf_map_lookup_elem(&known_socks, &k);
+	if (v)
+		return v;
+	return track_fd(tgid, fd);
+}
+
+// ---- L7: read/write syscall family -------------------------------------
+
+static __always_inline int io_enter(u64 fd, u64 buf, u8 kind, u8 dir)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (tgid == self_tgid)
+		return 0;
+	if (!lookup_fd(tgid, (u32)fd))
+		return 0;
+	struct io_args a = { .buf = buf, .fd = (u32)fd, .kind = kind, .dir = dir };
+	if (bpf_map_update_elem(&active_io, &id, &a, BPF_ANY))
+		count_drop(DROP_ARGS);
+	return 0;
+}
+
+static __always_inline int io_exit(long ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct io_args *a = bpf_map_lookup_elem(&active_io, &id);
+	if (!a)
+		return 0;
+	struct io_args args = *a;
+	bpf_map_delete_elem(&active_io, &id);
+	if (ret <= 0)
+		return 0;
+	u32 tgid = id >> 32;
+	struct sock_key k = { .tgid = tgid, .fd = args.fd };
+	struct sock_val *sv = bpf_map_lookup_elem(&known_socks, &k);
+	if (!sv)
+		return 0;
+
+	u64 src = args.buf;
+	u64 avail = ret;
+	if (args.kind == IO_MSG) {
+		struct user_msghdr msg = {};
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)src))
+			return 0;
+		src = (u64)msg.msg_iov;
+		args.kind = IO_IOVEC;
+	}
+	if (args.kind == IO_IOVEC) {
+		// Only the first iovec is captured: protocol headers live there.
+		struct iovec iov = {};
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)src))
+			return 0;
+		src = (u64)iov.iov_base;
+		if (iov.iov_len < avail)
+			avail = iov.iov_len;
+	}
+
+	struct l7_event *e = bpf_ringbuf_reserve(&l7_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(DROP_L7);
+		return 0;
+	}
+	e->ts = bpf_ktime_get_ns();
+	e->tgid = tgid;
+	e->tid = (u32)id;
+	e->fd = args.fd;
+	e->ret = ret;
+	e->dir = args.dir;
+	e->sock_type = sv->type;
+	e->family = sv->family;
+	e->sport = sv->sport;
+	e->dport = sv->dport;
+	__builtin_memcpy(e->saddr, sv->saddr, 16);
+	__builtin_memcpy(e->daddr, sv->daddr, 16);
+	u32 n = avail > MAX_PAYLOAD ? MAX_PAYLOAD : (u32)avail;
+	e->len = n;
+	if (bpf_probe_read_user(e->data, n, (void *)src))
+		e->len = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+#define IO_HOOKS(name, kind, dir)                                               \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                             \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                  \
+	{                                                                       \
+		return io_enter(ctx->args[0], ctx->args[1], kind, dir);         \
+	}                                                                       \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                              \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)                    \
+	{                                                                       \
+		return io_exit(ctx->ret);                                       \
+	}
+
+IO_HOOKS(read, IO_BUF, DIR_INGRESS)
+IO_HOOKS(write, IO_BUF, DIR_EGRESS)
+IO_HOOKS(readv, IO_IOVEC, DIR_INGRESS)
+IO_HOOKS(writev, IO_IOVEC, DIR_EGRESS)
+IO_HOOKS(recvfrom, IO_BUF, DIR_INGRESS)
+IO_HOOKS(sendto, IO_BUF, DIR_EGRESS)
+IO_HOOKS(recvmsg, IO_MSG, DIR_INGRESS)
+IO_HOOKS(sendmsg, IO_MSG, DIR_EGRESS)
+
+// ---- connect / accept / close --------------------------------------------
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if ((u32)(id >> 32) == self_tgid)
+		return 0;
+	u32 fd = ctx->args[0];
+	if (bpf_map_update_elem(&active_connect, &id, &fd, BPF_ANY))
+		count_drop(DROP_ARGS);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 *fdp = bpf_map_lookup_elem(&active_connect, &id);
+	if (!fdp)
+		return 0;
+	u32 fd = *fdp;
+	bpf_map_delete_elem(&active_connect, &id);
+	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
+		return 0;
+	// Re-read the socket: connect() just set the peer address, and the fd
+	// may have been tracked before with an unconnected (zero) peer.
+	track_fd(id >> 32, fd);
+	return 0;
+}
+
+static __always_inline void emit_tcp(u8 type, struct sock *sk, u32 tgid, u32 srtt_us)
+{
+	struct tcp_event *e = bpf_ringbuf_reserve(&tcp_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(DROP_TCP);
+		return;
+	}
+	e->ts = bpf_ktime_get_ns();
+	e->sk = (u64)sk;
+	e->tgid = tgid;
+	e->type = type;
+	e->srtt_us = srtt_us;
+	e->pad = 0;
+	sk_addrs(sk, &e->family, &e->sport, &e->dport, e->saddr, e->daddr);
+	e->bytes_sent = 0;
+	e->bytes_received = 0;
+	if (type == TCP_EV_CLOSE || type == TCP_EV_SAMPLE) {
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
+		e->bytes_sent = BPF_CORE_READ(tp, bytes_acked);
+		e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int accept_exit(long ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (ret < 0 || tgid == self_tgid)
+		return 0;
+	struct sock_val *v = track_fd(tgid, (u32)ret);
+	if (!v || v->type != 1)
+		return 0;
+	u64 sk = v->sk;
+	struct sk_owner o = { .tgid = tgid };
+	bpf_map_update_elem(&sk_owners, &sk, &o, BPF_ANY);
+	emit_tcp(TCP_EV_ACCEPT, (struct sock *)sk, tgid, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	struct sock_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = ctx->args[0] };
+	bpf_map_delete_elem(&known_socks, &k);
+	return 0;
+}
+
+// ---- TCP lifecycle -------------------------------------------------------
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	u64 sk = (u64)ctx->skaddr;
+	int os = ctx->oldstate, ns = ctx->newstate;
+
+	if (ns == TCP_SYN_SENT) {
+		// connect() runs this in the caller's context: remember the owner.
+		u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		if (tgid == self_tgid)
+			return 0;
+		struct sk_owner o = { .tgid = tgid };
+		bpf_map_update_elem(&sk_owners, &sk, &o, BPF_ANY);
+		return 0;
+	}
+	struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sk);
+	if (!o)
+		return 0;
+	u32 tgid = o->tgid;
+	if (os == TCP_SYN_SENT && ns == TCP_ESTABLISHED) {
+		emit_tcp(TCP_EV_CONNECT, (struct sock *)sk, tgid, 0);
+		return 0;
+	}
+	if (ns == TCP_CLOSE) {
+		emit_tcp(os == TCP_SYN_SENT ? TCP_EV_CONNECT_FAILED : TCP_EV_CLOSE, (struct sock *)sk, tgid, 0);
+		bpf_map_delete_elem(&sk_owners, &sk);
+	}
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int tcp_retransmit_skb(struct trace_event_raw_tcp_retransmit_skb *ctx)
+{
+	u64 sk = (u64)ctx->skaddr;
+	struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sk);
+	if (!o)
+		return 0;
+	emit_tcp(TCP_EV_RETRANSMIT, (struct sock *)sk, o->tgid, 0);
+	return 0;
+}
+
+// tcp_probe fires for every segment received on an established socket; it is
+// sampled once per second per socket to report smoothed RTT and byte counters
+// of long-lived connections.
+SEC("tracepoint/tcp/tcp_probe")
+int tcp_probe(struct trace_event_raw_tcp_probe *ctx)
+{
+	u64 sk = (u64)ctx->skaddr;
+	struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sk);
+	if (!o)
+		return 0;
+	u64 now = bpf_ktime_get_ns();
+	if (o->last_sample_ns && now - o->last_sample_ns < SAMPLE_INTERVAL_NS)
+		return 0;
+	o->last_sample_ns = now;
+	emit_tcp(TCP_EV_SAMPLE, (struct sock *)sk, o->tgid, ctx->srtt);
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_send_reset")
+int tcp_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
+{
+	u64 sk = (u64)ctx->skaddr;
+	if (!sk)
+		return 0;
+	struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sk);
+	if (!o)
+		return 0;
+	emit_tcp(TCP_EV_RESET_SENT, (struct sock *)sk, o->tgid, 0);
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
+{
+	u64 sk = (u64)ctx->skaddr;
+	struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sk);
+	if (!o)
+		return 0;
+	emit_tcp(TCP_EV_RESET_RECEIVED, (struct sock *)sk, o->tgid, 0);
+	return 0;
+}

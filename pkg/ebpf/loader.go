@@ -1,0 +1,287 @@
+package ebpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+)
+
+// Handler receives decoded events. Calls for one kind of event come from a
+// single goroutine; L7 and TCP events arrive on two different goroutines.
+type Handler interface {
+	HandleL7(*L7Event)
+	HandleTCP(*TCPEvent)
+}
+
+// Config configures the tracer.
+type Config struct {
+	Logger *slog.Logger
+	// Registerer receives vigil_agent_hook_attached and the tracer's map and
+	// drop metrics. May be nil.
+	Registerer prometheus.Registerer
+	// SelfPID is excluded from tracing so the agent's own exports do not
+	// feed back into it. Defaults to os.Getpid().
+	SelfPID int
+	// TracefsPath is where tracefs is mounted if it is not already (the
+	// tracepoint IDs are read from it).
+	TracefsPath string
+}
+
+// HookStatus is the attach outcome of one program.
+type HookStatus struct {
+	Hook string // e.g. "syscalls/sys_enter_read"
+	Err  error  // nil when attached
+}
+
+// Tracer owns the loaded programs, their links and the ring buffer readers.
+type Tracer struct {
+	logger *slog.Logger
+	maps   *ebpf.Collection
+	progs  []*ebpf.Program
+	links  []link.Link
+	hooks  []HookStatus
+	l7     *ringbuf.Reader
+	tcp    *ringbuf.Reader
+
+	closeOnce sync.Once
+}
+
+// Load loads every program and attaches each one individually. A program
+// that fails to load or attach is logged, reported in Hooks() and in
+// vigil_agent_hook_attached{hook} = 0, and the rest keep running. Load only
+// fails when nothing useful can run (maps cannot be created or no hook
+// attached).
+func Load(cfg Config) (*Tracer, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SelfPID == 0 {
+		cfg.SelfPID = os.Getpid()
+	}
+	if cfg.TracefsPath == "" {
+		cfg.TracefsPath = "/sys/kernel/tracing"
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("removing memlock rlimit: %w", err)
+	}
+	ensureTracefs(cfg.TracefsPath, cfg.Logger)
+
+	spec, err := loadAgent()
+	if err != nil {
+		return nil, fmt.Errorf("loading BPF spec: %w", err)
+	}
+	if err := spec.Variables["self_tgid"].Set(uint32(cfg.SelfPID)); err != nil {
+		return nil, fmt.Errorf("setting self_tgid: %w", err)
+	}
+
+	// Maps first, shared by every program, so that a program the verifier
+	// rejects does not take the others down with it.
+	mapSpec := spec.Copy()
+	mapSpec.Programs = nil
+	maps, err := ebpf.NewCollection(mapSpec)
+	if err != nil {
+		return nil, fmt.Errorf("creating BPF maps: %w", err)
+	}
+	t := &Tracer{logger: cfg.Logger, maps: maps}
+
+	names := make([]string, 0, len(spec.Programs))
+	for name := range spec.Programs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	attached := 0
+	for _, name := range names {
+		ps := spec.Programs[name]
+		hook := strings.TrimPrefix(ps.SectionName, "tracepoint/")
+		err := t.loadAndAttach(spec, name, hook)
+		t.hooks = append(t.hooks, HookStatus{Hook: hook, Err: err})
+		if err != nil {
+			cfg.Logger.Warn("eBPF hook not attached; continuing without it", "hook", hook, "program", name, "err", err)
+			continue
+		}
+		attached++
+	}
+	if attached == 0 {
+		t.Close()
+		return nil, errors.New("no eBPF hook could be attached")
+	}
+	if t.l7, err = ringbuf.NewReader(maps.Maps["l7_events"]); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("opening l7 ring buffer: %w", err)
+	}
+	if t.tcp, err = ringbuf.NewReader(maps.Maps["tcp_events"]); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("opening tcp ring buffer: %w", err)
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(newCollector(t)); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("registering tracer metrics: %w", err)
+		}
+	}
+	cfg.Logger.Info("eBPF tracer loaded", "hooks_attached", attached, "hooks_total", len(names))
+	return t, nil
+}
+
+func (t *Tracer) loadAndAttach(spec *ebpf.CollectionSpec, name, hook string) error {
+	group, event, ok := strings.Cut(hook, "/")
+	if !ok {
+		return fmt.Errorf("unexpected section %q", hook)
+	}
+	one := spec.Copy()
+	one.Programs = map[string]*ebpf.ProgramSpec{name: spec.Programs[name]}
+	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: t.maps.Maps})
+	if err != nil {
+		return fmt.Errorf("loading program %s: %w", name, err)
+	}
+	prog := coll.DetachProgram(name)
+	coll.Close()
+	l, err := link.Tracepoint(group, event, prog, nil)
+	if err != nil {
+		prog.Close()
+		return fmt.Errorf("attaching tracepoint %s: %w", hook, err)
+	}
+	t.progs = append(t.progs, prog)
+	t.links = append(t.links, l)
+	return nil
+}
+
+// ensureTracefs mounts tracefs when it is missing: cilium/ebpf reads
+// tracepoint IDs from it, and minimal hosts/containers often lack the mount.
+func ensureTracefs(path string, logger *slog.Logger) {
+	if _, err := os.Stat(path + "/events"); err == nil {
+		return
+	}
+	if _, err := os.Stat("/sys/kernel/debug/tracing/events"); err == nil {
+		return
+	}
+	if err := unix.Mount("tracefs", path, "tracefs", 0, ""); err != nil {
+		logger.Warn("tracefs is not mounted and mounting it failed; tracepoints will not attach", "path", path, "err", err)
+	}
+}
+
+// Hooks reports the attach outcome of every program.
+func (t *Tracer) Hooks() []HookStatus {
+	return append([]HookStatus(nil), t.hooks...)
+}
+
+// Run reads both ring buffers and calls h until ctx is done or the tracer is
+// closed.
+func (t *Tracer) Run(ctx context.Context, h Handler) error {
+	go func() {
+		<-ctx.Done()
+		t.Close()
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		var ev L7Event
+		errs <- readLoop(t.l7, func(b []byte) {
+			if err := ev.decode(b); err == nil {
+				h.HandleL7(&ev)
+			}
+		})
+	}()
+	go func() {
+		defer wg.Done()
+		var ev TCPEvent
+		errs <- readLoop(t.tcp, func(b []byte) {
+			if err := ev.decode(b); err == nil {
+				h.HandleTCP(&ev)
+			}
+		})
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readLoop(r *ringbuf.Reader, fn func([]byte)) error {
+	var rec ringbuf.Record
+	for {
+		if err := r.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("reading ring buffer: %w", err)
+		}
+		fn(rec.RawSample)
+	}
+}
+
+// Drops returns the in-kernel drop counters summed over CPUs, by reason.
+func (t *Tracer) Drops() (map[string]uint64, error) {
+	m := t.maps.Maps["drops"]
+	out := map[string]uint64{}
+	for idx, reason := range dropReasons {
+		var perCPU []uint64
+		if err := m.Lookup(uint32(idx), &perCPU); err != nil {
+			return nil, fmt.Errorf("reading drop counter %s: %w", reason, err)
+		}
+		var sum uint64
+		for _, v := range perCPU {
+			sum += v
+		}
+		out[reason] = sum
+	}
+	return out, nil
+}
+
+// dropReasons is indexed like enum drop_idx in agent.bpf.c.
+var dropReasons = [...]string{"l7_ringbuf_full", "tcp_ringbuf_full", "syscall_args_map_full"}
+
+// MapSizes counts the entries of the tracking maps. It iterates the maps, so
+// it is meant for scrapes, not hot paths.
+func (t *Tracer) MapSizes() map[string]int {
+	out := map[string]int{}
+	for _, name := range []string{"known_socks", "sk_owners", "active_io", "active_connect"} {
+		m := t.maps.Maps[name]
+		n := 0
+		it := m.Iterate()
+		var k, v []byte
+		for it.Next(&k, &v) {
+			n++
+		}
+		out[name] = n
+	}
+	return out
+}
+
+// Close detaches every hook and frees the maps. It is safe to call twice.
+func (t *Tracer) Close() error {
+	t.closeOnce.Do(func() {
+		for _, l := range t.links {
+			l.Close()
+		}
+		for _, p := range t.progs {
+			p.Close()
+		}
+		if t.l7 != nil {
+			t.l7.Close()
+		}
+		if t.tcp != nil {
+			t.tcp.Close()
+		}
+		t.maps.Close()
+	})
+	return nil
+}
