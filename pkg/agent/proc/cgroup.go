@@ -32,7 +32,7 @@ var (
 	containerRe = regexp.MustCompile(`(?:^|[/-])(docker|cri-containerd|crio|containerd)?-?([0-9a-f]{64})(?:\.scope)?$`)
 	// Pod UIDs appear as "pod<uid>" (cgroupfs driver, dashes kept) or
 	// "kubepods-<qos>-pod<uid with underscores>.slice" (systemd driver).
-	podRe = regexp.MustCompile(`pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?(?:/|$)`)
+	podRe  = regexp.MustCompile(`pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?(?:/|$)`)
 	unitRe = regexp.MustCompile(`/([^/]+\.service)(?:/|$)`)
 )
 
