@@ -1,0 +1,488 @@
+package tracestore
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/parquet-go/parquet-go"
+	"github.com/thanos-io/objstore"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// Block file names inside <tenant>/traces/<ULID>/. See docs/trace-block-format.md.
+const (
+	blockDataFile      = "data.parquet"
+	blockBloomFile     = "bloom"
+	blockIndexFile     = "index.json"
+	blockSummariesFile = "summaries.parquet"
+	blockDepsFile      = "dependencies.json"
+	blockMetaFile      = "meta.json"
+	blockDeletionMark  = "deletion-mark.json"
+	tracesDir          = "traces"
+	blockFormatVersion = 1
+	bloomFalsePositive = 0.01
+)
+
+// BlockMeta is a block's meta.json. It is uploaded last: a block without it
+// is incomplete and ignored by readers (and deleted by the compactor once old).
+type BlockMeta struct {
+	Version int       `json:"version"`
+	ULID    ulid.ULID `json:"ulid"`
+	Tenant  string    `json:"tenant"`
+	// MinTime/MaxTime are the earliest span start and latest span end, unix ns.
+	MinTime int64       `json:"min_time_unix_nano"`
+	MaxTime int64       `json:"max_time_unix_nano"`
+	Spans   int         `json:"spans"`
+	Traces  int         `json:"traces"`
+	Level   int         `json:"compaction_level"`
+	Sources []ulid.ULID `json:"sources,omitempty"`
+	Files   []BlockFile `json:"files"`
+}
+
+// BlockFile lists a file and its size (the Parquet reader needs the size).
+type BlockFile struct {
+	Name string `json:"name"`
+	Size int64  `json:"size_bytes"`
+}
+
+func (m *BlockMeta) fileSize(name string) int64 {
+	for _, f := range m.Files {
+		if f.Name == name {
+			return f.Size
+		}
+	}
+	return -1
+}
+
+// rowGroupInfo locates one Parquet row group: the trace-ID range it holds and
+// the byte range of all its column chunks, so a trace-by-ID lookup fetches
+// exactly one range from object storage.
+type rowGroupInfo struct {
+	MinTraceID string `json:"min_trace_id"`
+	MaxTraceID string `json:"max_trace_id"`
+	Rows       int64  `json:"rows"`
+	Offset     int64  `json:"offset"`
+	Length     int64  `json:"length"`
+}
+
+// blockIndex is a block's index.json.
+type blockIndex struct {
+	MinTime    int64                  `json:"min_time_unix_nano"`
+	MaxTime    int64                  `json:"max_time_unix_nano"`
+	Services   []string               `json:"services"`
+	Operations map[string][]Operation `json:"operations"`
+	// Attributes maps every span/resource attribute key to its values when it
+	// has at most maxIndexedValues short values; keys listed in
+	// HighCardinality have more values and carry only the first ones seen.
+	Attributes      map[string][]string `json:"attributes"`
+	HighCardinality []string            `json:"high_cardinality_keys,omitempty"`
+	RowGroups       []rowGroupInfo      `json:"row_groups"`
+	// FooterOffset is where the Parquet footer (metadata + length + magic)
+	// starts, so opening the file costs one small range read.
+	FooterOffset int64 `json:"footer_offset"`
+}
+
+// mayMatch uses the index to skip blocks that cannot contain a match.
+func (ix *blockIndex) mayMatch(m *spanMatcher) bool {
+	req := m.req
+	if req.Service != "" {
+		ops, ok := ix.Operations[req.Service]
+		if !ok {
+			return false
+		}
+		if req.Operation != "" || m.kind >= 0 {
+			found := false
+			for _, op := range ops {
+				if (req.Operation == "" || op.Name == req.Operation) && (m.kind < 0 || spanKindFromString(op.SpanKind) == m.kind) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				return false
+			}
+		}
+	}
+	for k, v := range req.Attributes {
+		vals, ok := ix.Attributes[k]
+		if !ok {
+			return false
+		}
+		if v == "" || ix.isHighCardinality(k) {
+			continue
+		}
+		i := sort.SearchStrings(vals, v)
+		if i >= len(vals) || vals[i] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (ix *blockIndex) isHighCardinality(k string) bool {
+	for _, h := range ix.HighCardinality {
+		if h == k {
+			return true
+		}
+	}
+	return false
+}
+
+// summaryRow is a row of summaries.parquet, one per trace, sorted by trace ID.
+type summaryRow struct {
+	TraceID       [16]byte `parquet:"trace_id,zstd"`
+	RootService   string   `parquet:"root_service,dict,zstd"`
+	RootOperation string   `parquet:"root_operation,dict,zstd"`
+	StartUnixNano int64    `parquet:"start,delta,zstd"`
+	DurationNano  int64    `parquet:"duration,delta,zstd"`
+	SpanCount     int32    `parquet:"span_count,zstd"`
+	ErrorCount    int32    `parquet:"error_count,zstd"`
+	Services      []string `parquet:"services,dict,zstd"`
+}
+
+func (s summaryRow) summary() TraceSummary {
+	return TraceSummary{
+		TraceID: s.TraceID, RootService: s.RootService, RootOperation: s.RootOperation,
+		Start: time.Unix(0, s.StartUnixNano).UTC(), Duration: time.Duration(s.DurationNano),
+		SpanCount: int(s.SpanCount), ErrorCount: int(s.ErrorCount), Services: s.Services,
+	}
+}
+
+// builtBlock is a block serialised in memory, ready to upload.
+type builtBlock struct {
+	meta  BlockMeta
+	files map[string][]byte
+}
+
+// buildBlock serialises rows into a block. rows must be sorted by sortRows and
+// deduplicated. rowGroupSpans is the target number of spans per row group; a
+// row group never splits a trace so a lookup reads a single group.
+func buildBlock(id ulid.ULID, tenant string, rows []spanRow, rowGroupSpans int, level int, sources []ulid.ULID) (*builtBlock, error) {
+	if len(rows) == 0 {
+		return nil, errors.New("build block: no spans")
+	}
+	if rowGroupSpans <= 0 {
+		rowGroupSpans = 4096
+	}
+	var data bytes.Buffer
+	w := parquet.NewGenericWriter[spanRow](&data,
+		parquet.PageBufferSize(256<<10),
+		parquet.DataPageStatistics(false),
+		parquet.KeyValueMetadata("vigil.block_format", fmt.Sprint(blockFormatVersion)),
+	)
+	ix := &blockIndex{Operations: map[string][]Operation{}, Attributes: map[string][]string{}}
+	attrs := newAttrIndex()
+	seenRes := map[string]struct{}{}
+	ops := map[string]map[Operation]struct{}{}
+	deps := map[depKey]*DependencyLink{}
+	bloom := newBloom(countTraces(rows), bloomFalsePositive)
+	var sums []summaryRow
+	meta := BlockMeta{Version: blockFormatVersion, ULID: id, Tenant: tenant, Spans: len(rows), Level: level, Sources: sources}
+
+	groupStart := 0
+	var groups [][2]int // row index ranges per row group
+	for start := 0; start < len(rows); {
+		end := start + 1
+		for end < len(rows) && rows[end].TraceID == rows[start].TraceID {
+			end++
+		}
+		tr := rows[start:end]
+		s := summarize(tr)
+		sums = append(sums, summaryRow{
+			TraceID: s.TraceID, RootService: s.RootService, RootOperation: s.RootOperation,
+			StartUnixNano: s.Start.UnixNano(), DurationNano: int64(s.Duration),
+			SpanCount: int32(s.SpanCount), ErrorCount: int32(s.ErrorCount), Services: s.Services,
+		})
+		bloom.add(tr[0].TraceID)
+		addDependencies(tr, deps)
+		for i := range tr {
+			r := &tr[i]
+			if meta.MinTime == 0 || r.StartUnixNano < meta.MinTime {
+				meta.MinTime = r.StartUnixNano
+			}
+			if e := r.endUnixNano(); e > meta.MaxTime {
+				meta.MaxTime = e
+			}
+			so := ops[r.Service]
+			if so == nil {
+				so = map[Operation]struct{}{}
+				ops[r.Service] = so
+			}
+			so[Operation{Name: r.Name, SpanKind: SpanKindString(ptrace.SpanKind(r.Kind))}] = struct{}{}
+			attrs.addRow(r)
+			if _, ok := seenRes[string(r.Resource)]; !ok {
+				seenRes[string(r.Resource)] = struct{}{}
+				_ = attrStrings(r.Resource, attrs.add)
+			}
+		}
+		meta.Traces++
+		start = end
+		if start-groupStart >= rowGroupSpans || start == len(rows) {
+			if _, err := w.Write(rows[groupStart:start]); err != nil {
+				return nil, fmt.Errorf("write spans: %w", err)
+			}
+			if err := w.Flush(); err != nil {
+				return nil, fmt.Errorf("flush row group: %w", err)
+			}
+			groups = append(groups, [2]int{groupStart, start})
+			groupStart = start
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("close data file: %w", err)
+	}
+	dataBytes := data.Bytes()
+	if err := fillRowGroupInfo(ix, dataBytes, rows, groups); err != nil {
+		return nil, err
+	}
+
+	ix.MinTime, ix.MaxTime = meta.MinTime, meta.MaxTime
+	ix.Services = sortedKeys(ops)
+	for svc, set := range ops {
+		list := make([]Operation, 0, len(set))
+		for op := range set {
+			list = append(list, op)
+		}
+		sortOperations(list)
+		ix.Operations[svc] = list
+	}
+	for k, vals := range attrs.Keys {
+		ix.Attributes[k] = sortedKeys(vals)
+		if attrs.Overflow[k] {
+			ix.HighCardinality = append(ix.HighCardinality, k)
+		}
+	}
+	sort.Strings(ix.HighCardinality)
+
+	var sumBuf bytes.Buffer
+	if err := parquet.Write(&sumBuf, sums); err != nil {
+		return nil, fmt.Errorf("write summaries: %w", err)
+	}
+	ixJSON, err := json.Marshal(ix)
+	if err != nil {
+		return nil, fmt.Errorf("encode block index: %w", err)
+	}
+	depsJSON, err := json.Marshal(sortedLinks(deps))
+	if err != nil {
+		return nil, fmt.Errorf("encode dependencies: %w", err)
+	}
+	b := &builtBlock{files: map[string][]byte{
+		blockDataFile:      dataBytes,
+		blockBloomFile:     bloom.marshal(),
+		blockIndexFile:     ixJSON,
+		blockSummariesFile: sumBuf.Bytes(),
+		blockDepsFile:      depsJSON,
+	}}
+	for _, name := range []string{blockDataFile, blockBloomFile, blockIndexFile, blockSummariesFile, blockDepsFile} {
+		meta.Files = append(meta.Files, BlockFile{Name: name, Size: int64(len(b.files[name]))})
+	}
+	b.meta = meta
+	return b, nil
+}
+
+func countTraces(rows []spanRow) int {
+	n := 0
+	for i := range rows {
+		if i == 0 || rows[i].TraceID != rows[i-1].TraceID {
+			n++
+		}
+	}
+	return n
+}
+
+// fillRowGroupInfo reads back the Parquet footer of the written data file to
+// record each row group's byte range and trace-ID range in the index.
+func fillRowGroupInfo(ix *blockIndex, data []byte, rows []spanRow, groups [][2]int) error {
+	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)), parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
+	if err != nil {
+		return fmt.Errorf("reopen data file: %w", err)
+	}
+	md := f.Metadata()
+	if len(md.RowGroups) != len(groups) {
+		return fmt.Errorf("data file has %d row groups, wrote %d", len(md.RowGroups), len(groups))
+	}
+	for i, rg := range md.RowGroups {
+		lo, hi := int64(-1), int64(0)
+		for _, c := range rg.Columns {
+			start := c.MetaData.DataPageOffset
+			if c.MetaData.DictionaryPageOffset > 0 && c.MetaData.DictionaryPageOffset < start {
+				start = c.MetaData.DictionaryPageOffset
+			}
+			if lo < 0 || start < lo {
+				lo = start
+			}
+			if e := start + c.MetaData.TotalCompressedSize; e > hi {
+				hi = e
+			}
+		}
+		g := groups[i]
+		ix.RowGroups = append(ix.RowGroups, rowGroupInfo{
+			MinTraceID: hex.EncodeToString(rows[g[0]].TraceID[:]),
+			MaxTraceID: hex.EncodeToString(rows[g[1]-1].TraceID[:]),
+			Rows:       rg.NumRows, Offset: lo, Length: hi - lo,
+		})
+	}
+	// The footer starts after the last column chunk.
+	var last int64
+	for _, g := range ix.RowGroups {
+		if e := g.Offset + g.Length; e > last {
+			last = e
+		}
+	}
+	ix.FooterOffset = last
+	return nil
+}
+
+// uploadBlock writes a block: data files first, meta.json last so readers
+// never see a partial block.
+func uploadBlock(ctx context.Context, bkt objstore.Bucket, b *builtBlock) error {
+	dir := path.Join(tracesDir, b.meta.ULID.String())
+	for _, f := range b.meta.Files {
+		if err := bkt.Upload(ctx, path.Join(dir, f.Name), bytes.NewReader(b.files[f.Name])); err != nil {
+			return fmt.Errorf("upload %s of block %s: %w", f.Name, b.meta.ULID, err)
+		}
+	}
+	mj, err := json.MarshalIndent(b.meta, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode meta.json: %w", err)
+	}
+	if err := bkt.Upload(ctx, path.Join(dir, blockMetaFile), bytes.NewReader(mj)); err != nil {
+		return fmt.Errorf("upload meta.json of block %s: %w", b.meta.ULID, err)
+	}
+	return nil
+}
+
+func readObject(ctx context.Context, bkt objstore.BucketReader, name string) ([]byte, error) {
+	rc, err := bkt.Get(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", name, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return b, nil
+}
+
+func readRange(ctx context.Context, bkt objstore.BucketReader, name string, off, length int64) ([]byte, error) {
+	rc, err := bkt.GetRange(ctx, name, off, length)
+	if err != nil {
+		return nil, fmt.Errorf("get range %s [%d,+%d): %w", name, off, length, err)
+	}
+	defer rc.Close()
+	buf := make([]byte, length)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		return nil, fmt.Errorf("read range %s [%d,+%d): %w", name, off, length, err)
+	}
+	return buf, nil
+}
+
+// rangeReaderAt serves Parquet reads from prefetched byte ranges (footer, one
+// row group) and falls back to object-storage range reads for anything else.
+type rangeReaderAt struct {
+	ctx  context.Context
+	bkt  objstore.BucketReader
+	name string
+	segs []segment
+}
+
+type segment struct {
+	off  int64
+	data []byte
+}
+
+func (r *rangeReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	for _, s := range r.segs {
+		if off >= s.off && off+int64(len(p)) <= s.off+int64(len(s.data)) {
+			return copy(p, s.data[off-s.off:]), nil
+		}
+	}
+	b, err := readRange(r.ctx, r.bkt, r.name, off, int64(len(p)))
+	if err != nil {
+		return 0, err
+	}
+	return copy(p, b), nil
+}
+
+// readRowGroups decodes the given row groups of a data file. footer holds the
+// bytes from FooterOffset to the end of the file.
+func readRowGroups(ctx context.Context, bkt objstore.BucketReader, name string, size int64, ix *blockIndex, footer []byte, groups []int, fn func([]spanRow) error) error {
+	r := &rangeReaderAt{ctx: ctx, bkt: bkt, name: name, segs: []segment{{off: ix.FooterOffset, data: footer}}}
+	for _, g := range groups {
+		info := ix.RowGroups[g]
+		b, err := readRange(ctx, bkt, name, info.Offset, info.Length)
+		if err != nil {
+			return err
+		}
+		r.segs = append(r.segs, segment{off: info.Offset, data: b})
+	}
+	f, err := parquet.OpenFile(r, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
+	if err != nil {
+		return fmt.Errorf("open %s: %w", name, err)
+	}
+	rgs := f.RowGroups()
+	for _, g := range groups {
+		if g >= len(rgs) {
+			return fmt.Errorf("%s: row group %d out of range", name, g)
+		}
+		rows, err := readAllRows(parquet.NewGenericRowGroupReader[spanRow](rgs[g]), int(rgs[g].NumRows()))
+		if err != nil {
+			return fmt.Errorf("read row group %d of %s: %w", g, name, err)
+		}
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readAllRows[T any](rd *parquet.GenericReader[T], n int) ([]T, error) {
+	defer rd.Close()
+	rows := make([]T, n)
+	read := 0
+	for read < n {
+		k, err := rd.Read(rows[read:])
+		read += k
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if k == 0 {
+			break
+		}
+	}
+	return rows[:read], nil
+}
+
+// readAllSpans decodes a whole data file (search scans and compaction).
+func readAllSpans(data []byte) ([]spanRow, error) {
+	rows, err := parquet.Read[spanRow](bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return nil, fmt.Errorf("decode data file: %w", err)
+	}
+	return rows, nil
+}
+
+// rowGroupsFor returns the row groups whose trace-ID range covers id.
+func (ix *blockIndex) rowGroupsFor(id TraceID) []int {
+	h := id.String()
+	var out []int
+	for i, g := range ix.RowGroups {
+		if h >= g.MinTraceID && h <= g.MaxTraceID {
+			out = append(out, i)
+		}
+	}
+	return out
+}

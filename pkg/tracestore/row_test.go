@@ -1,0 +1,105 @@
+package tracestore
+
+import (
+	"testing"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+func TestRowRoundTripPreservesEverything(t *testing.T) {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.SetSchemaUrl("https://opentelemetry.io/schemas/1.21.0")
+	rs.Resource().Attributes().PutStr("service.name", "svc")
+	rs.Resource().SetDroppedAttributesCount(2)
+	ss := rs.ScopeSpans().AppendEmpty()
+	ss.Scope().SetName("lib")
+	ss.Scope().SetVersion("v1")
+	ss.Scope().Attributes().PutInt("scope.attr", 7)
+	sp := ss.Spans().AppendEmpty()
+	sp.SetTraceID(pcommon.TraceID{1, 2, 3})
+	sp.SetSpanID(pcommon.SpanID{4, 5})
+	sp.SetParentSpanID(pcommon.SpanID{6})
+	sp.SetName("op")
+	sp.SetKind(ptrace.SpanKindProducer)
+	sp.SetStartTimestamp(1_700_000_000_000_000_000)
+	sp.SetEndTimestamp(1_700_000_000_500_000_000)
+	sp.Status().SetCode(ptrace.StatusCodeError)
+	sp.Status().SetMessage("bad")
+	sp.TraceState().FromRaw("k=v")
+	sp.SetFlags(1)
+	sp.SetDroppedAttributesCount(3)
+	sp.SetDroppedEventsCount(4)
+	sp.SetDroppedLinksCount(5)
+	a := sp.Attributes()
+	a.PutStr("s", "x")
+	a.PutInt("i", -42)
+	a.PutDouble("d", 3.5)
+	a.PutBool("b", true)
+	a.PutEmptyBytes("by").FromRaw([]byte{0, 1, 2})
+	sl := a.PutEmptySlice("sl")
+	sl.AppendEmpty().SetStr("a")
+	sl.AppendEmpty().SetInt(1)
+	m := a.PutEmptyMap("m")
+	m.PutStr("nested", "y")
+	a.PutEmpty("empty")
+	ev := sp.Events().AppendEmpty()
+	ev.SetName("ev")
+	ev.SetTimestamp(1_700_000_000_100_000_000)
+	ev.Attributes().PutStr("e", "1")
+	ev.SetDroppedAttributesCount(1)
+	l := sp.Links().AppendEmpty()
+	l.SetTraceID(pcommon.TraceID{9})
+	l.SetSpanID(pcommon.SpanID{8})
+	l.TraceState().FromRaw("a=b")
+	l.Attributes().PutStr("l", "2")
+	l.SetFlags(1)
+
+	rows := tracesToRows(td)
+	if len(rows) != 1 {
+		t.Fatalf("got %d rows, want 1", len(rows))
+	}
+	if rows[0].Service != "svc" {
+		t.Fatalf("service = %q", rows[0].Service)
+	}
+	back, err := rowsToTraces(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := (&ptrace.JSONMarshaler{}).MarshalTraces(td)
+	got, _ := (&ptrace.JSONMarshaler{}).MarshalTraces(back)
+	if string(want) != string(got) {
+		t.Fatalf("round trip differs:\nwant %s\ngot  %s", want, got)
+	}
+}
+
+func TestDecoderRejectsCorruptInput(t *testing.T) {
+	var e encoder
+	m := pcommon.NewMap()
+	m.PutStr("key", "value")
+	m.PutEmptySlice("s").AppendEmpty().SetInt(3)
+	e.putMap(m)
+	for cut := 0; cut < len(e.buf); cut++ {
+		d := decoder{buf: e.buf[:cut]}
+		d.getMap(pcommon.NewMap())
+		if d.err == nil {
+			t.Fatalf("truncation at %d not detected", cut)
+		}
+	}
+}
+
+func TestParseTraceID(t *testing.T) {
+	id, err := ParseTraceID("abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.String() != "00000000000000000000000000000abc" {
+		t.Fatalf("got %s", id)
+	}
+	for _, bad := range []string{"", "xyz", "0", "000000000000000000000000000000000"} {
+		if _, err := ParseTraceID(bad); err == nil {
+			t.Errorf("ParseTraceID(%q) succeeded", bad)
+		}
+	}
+}
