@@ -1,0 +1,231 @@
+package derived
+
+import (
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// label is one name/value pair of a series; series keep them sorted by name
+// because remote write requires it.
+type label struct{ name, value string }
+
+// seriesKey identifies a series inside a tenant's registry.
+func seriesKey(name string, lbls []label) string {
+	var b strings.Builder
+	b.WriteString(name)
+	for _, l := range lbls {
+		b.WriteByte(0xff)
+		b.WriteString(l.name)
+		b.WriteByte(0xfe)
+		b.WriteString(l.value)
+	}
+	return b.String()
+}
+
+// exemplar is the latest trace that contributed to a series (or to a
+// histogram bucket); it is sent once and then cleared.
+type exemplar struct {
+	traceID string
+	value   float64
+	ts      time.Time
+}
+
+// counter is a cumulative counter series.
+type counter struct {
+	name    string
+	labels  []label
+	value   float64
+	created time.Time
+	updated time.Time
+	sent    bool // at least one flush has carried it
+	ex      *exemplar
+}
+
+// histogram is a classic cumulative histogram series.
+type histogram struct {
+	name    string
+	labels  []label
+	bounds  []float64
+	counts  []uint64 // per bound, not cumulative; the last slot is +Inf
+	sum     float64
+	count   uint64
+	created time.Time
+	updated time.Time
+	sent    bool
+	ex      *exemplar
+	exIdx   int // bucket the exemplar falls in
+}
+
+// registry holds a tenant's derived series.
+type registry struct {
+	maxSeries int
+	counters  map[string]*counter
+	hists     map[string]*histogram
+}
+
+func newRegistry(maxSeries int) *registry {
+	return &registry{maxSeries: maxSeries, counters: map[string]*counter{}, hists: map[string]*histogram{}}
+}
+
+func (r *registry) full() bool {
+	return r.maxSeries > 0 && len(r.counters)+len(r.hists) >= r.maxSeries
+}
+
+// addCounter adds v to a counter series; false when the series is new and
+// the tenant is at its series limit.
+func (r *registry) addCounter(name string, lbls []label, v float64, now time.Time, traceID string) bool {
+	key := seriesKey(name, lbls)
+	c, ok := r.counters[key]
+	if !ok {
+		if r.full() {
+			return false
+		}
+		c = &counter{name: name, labels: lbls, created: now}
+		r.counters[key] = c
+	}
+	c.value += v
+	c.updated = now
+	if traceID != "" {
+		c.ex = &exemplar{traceID: traceID, value: c.value, ts: now}
+	}
+	return true
+}
+
+// observe records v in a histogram series.
+func (r *registry) observe(name string, lbls []label, bounds []float64, v float64, now time.Time, traceID string) bool {
+	key := seriesKey(name, lbls)
+	h, ok := r.hists[key]
+	if !ok {
+		if r.full() {
+			return false
+		}
+		h = &histogram{name: name, labels: lbls, bounds: bounds, counts: make([]uint64, len(bounds)+1), created: now}
+		r.hists[key] = h
+	}
+	i := sort.SearchFloat64s(bounds, v) // first bound >= v: le semantics
+	h.counts[i]++
+	h.sum += v
+	h.count++
+	h.updated = now
+	if traceID != "" {
+		h.ex = &exemplar{traceID: traceID, value: v, ts: now}
+		h.exIdx = i
+	}
+	return true
+}
+
+// removeStale drops series not updated since cutoff, so series of services
+// that went away stop being written (Prometheus marks them stale).
+func (r *registry) removeStale(cutoff time.Time) {
+	for k, c := range r.counters {
+		if c.updated.Before(cutoff) {
+			delete(r.counters, k)
+		}
+	}
+	for k, h := range r.hists {
+		if h.updated.Before(cutoff) {
+			delete(r.hists, k)
+		}
+	}
+}
+
+func promLabels(name string, lbls []label, extra ...label) []prompb.Label {
+	out := make([]prompb.Label, 0, len(lbls)+len(extra)+1)
+	out = append(out, prompb.Label{Name: "__name__", Value: name})
+	for _, l := range lbls {
+		out = append(out, prompb.Label{Name: l.name, Value: l.value})
+	}
+	for _, l := range extra {
+		out = append(out, prompb.Label{Name: l.name, Value: l.value})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// samples returns the cumulative samples of a series at ts. A series seen
+// for the first time also gets a zero sample at its creation time, so that
+// rate() and increase() count its first events (otherwise the first
+// written value is the baseline and they are lost), as Tempo does.
+func samples(sent bool, created time.Time, ts int64, v float64) []prompb.Sample {
+	if sent {
+		return []prompb.Sample{{Value: v, Timestamp: ts}}
+	}
+	start := created.UnixMilli()
+	if start >= ts {
+		start = ts - 1
+	}
+	return []prompb.Sample{{Value: 0, Timestamp: start}, {Value: v, Timestamp: ts}}
+}
+
+func promExemplar(ex *exemplar) []prompb.Exemplar {
+	if ex == nil {
+		return nil
+	}
+	return []prompb.Exemplar{{
+		Labels:    []prompb.Label{{Name: "trace_id", Value: ex.traceID}},
+		Value:     ex.value,
+		Timestamp: ex.ts.UnixMilli(),
+	}}
+}
+
+func formatBound(b float64) string {
+	if math.IsInf(b, 1) {
+		return "+Inf"
+	}
+	return strconv.FormatFloat(b, 'g', -1, 64)
+}
+
+// appendTo writes every series as cumulative samples at now and marks
+// them sent.
+func (r *registry) appendTo(ts []prompb.TimeSeries, now time.Time) []prompb.TimeSeries {
+	ms := now.UnixMilli()
+	keys := make([]string, 0, len(r.counters))
+	for k := range r.counters {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		c := r.counters[k]
+		ts = append(ts, prompb.TimeSeries{
+			Labels:    promLabels(c.name, c.labels),
+			Samples:   samples(c.sent, c.created, ms, c.value),
+			Exemplars: promExemplar(c.ex),
+		})
+		c.sent, c.ex = true, nil
+	}
+	keys = keys[:0]
+	for k := range r.hists {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		h := r.hists[k]
+		var cum uint64
+		for i := 0; i <= len(h.bounds); i++ {
+			cum += h.counts[i]
+			bound := math.Inf(1)
+			if i < len(h.bounds) {
+				bound = h.bounds[i]
+			}
+			series := prompb.TimeSeries{
+				Labels:  promLabels(h.name+"_bucket", h.labels, label{"le", formatBound(bound)}),
+				Samples: samples(h.sent, h.created, ms, float64(cum)),
+			}
+			if h.ex != nil && h.exIdx == i {
+				series.Exemplars = promExemplar(h.ex)
+			}
+			ts = append(ts, series)
+		}
+		ts = append(ts,
+			prompb.TimeSeries{Labels: promLabels(h.name+"_sum", h.labels), Samples: samples(h.sent, h.created, ms, h.sum)},
+			prompb.TimeSeries{Labels: promLabels(h.name+"_count", h.labels), Samples: samples(h.sent, h.created, ms, float64(h.count))},
+		)
+		h.sent, h.ex = true, nil
+	}
+	return ts
+}
