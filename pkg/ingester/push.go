@@ -1,0 +1,286 @@
+package ingester
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/grafana/dskit/user"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/storage"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/vigil-obs/vigil/pkg/ingester/client"
+)
+
+// Rejection reasons for exemplars. Prometheus' own receiver drops these silently; Vigil
+// reports them so nothing vanishes unexplained, and the distributor decides whether
+// they make the write partial.
+const (
+	ReasonOutOfOrderExemplar = "out_of_order_exemplar"
+	ReasonDuplicateExemplar  = "duplicate_exemplar"
+)
+
+var _ client.IngesterServer = (*Ingester)(nil)
+
+// Push appends a write request to the tenant's TSDB (tenant from ctx). Per-series
+// problems become rejections in the response while everything else is committed; an
+// error means nothing was acknowledged. It returns only after the batch is in the WAL
+// (and fsynced with -ingester.wal-fsync-on-push).
+func (i *Ingester) Push(ctx context.Context, req *prompb.WriteRequest) (*client.PushResponse, error) {
+	if s := i.State(); s != services.Running {
+		return nil, status.Errorf(codes.Unavailable, "ingester is %s, not running", s)
+	}
+	tenantID, err := user.ExtractOrgID(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unauthenticated, "push: no tenant in request: %v", err)
+	}
+	for attempt := 0; ; attempt++ {
+		u, err := i.getOrCreateTSDB(tenantID)
+		if err != nil {
+			i.metrics.pushFailures.Inc()
+			return nil, status.Errorf(codes.InvalidArgument, "push for tenant %q: %v", tenantID, err)
+		}
+		resp, retry, err := i.pushToTSDB(ctx, u, req)
+		if retry && attempt < 3 {
+			continue // the TSDB was closed as idle between lookup and lock
+		}
+		if err != nil {
+			i.metrics.pushFailures.Inc()
+			return nil, err
+		}
+		return resp, nil
+	}
+}
+
+// rejectionKey groups rejections per series and reason.
+type rejectionKey struct {
+	series int
+	reason string
+}
+
+type pushState struct {
+	resp     client.PushResponse
+	index    map[rejectionKey]int
+	lsets    map[int]string
+	maxRejs  int
+	overflow map[string]*client.Rejection
+}
+
+func (p *pushState) reject(seriesIdx int, lset labels.Labels, reason string, err error, n int64) {
+	if n == 0 {
+		return
+	}
+	k := rejectionKey{series: seriesIdx, reason: reason}
+	if idx, ok := p.index[k]; ok {
+		p.resp.Rejections[idx].Count += n
+		return
+	}
+	if len(p.resp.Rejections) >= p.maxRejs {
+		// Keep the response bounded; totals per reason stay exact.
+		o := p.overflow[reason]
+		if o == nil {
+			o = &client.Rejection{Reason: reason, Message: "further series rejected for the same reason: " + err.Error()}
+			p.overflow[reason] = o
+		}
+		o.Count += n
+		return
+	}
+	p.index[k] = len(p.resp.Rejections)
+	p.resp.Rejections = append(p.resp.Rejections, client.Rejection{
+		Reason:  reason,
+		Series:  lset.String(),
+		Message: err.Error(),
+		Count:   n,
+	})
+}
+
+func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.WriteRequest) (*client.PushResponse, bool, error) {
+	u.flushMu.RLock()
+	defer u.flushMu.RUnlock()
+	if u.closed {
+		return nil, true, status.Errorf(codes.Unavailable, "TSDB of tenant %q is closed", u.tenant)
+	}
+
+	st := pushState{
+		index:    map[rejectionKey]int{},
+		maxRejs:  i.cfg.MaxRejections,
+		overflow: map[string]*client.Rejection{},
+	}
+	app := u.db.Appender(ctx)
+	var (
+		samples, hists, exemplars int64
+		builder                   = labels.NewScratchBuilder(16)
+		exBuilder                 = labels.NewScratchBuilder(2)
+	)
+	for sIdx := range req.Timeseries {
+		ts := &req.Timeseries[sIdx]
+		builder.Reset()
+		for _, l := range ts.Labels {
+			builder.Add(l.Name, l.Value)
+		}
+		// Remote-write senders should sort labels, but the TSDB silently misbehaves if
+		// they do not, so sort (cheap when already sorted).
+		builder.Sort()
+		lset := builder.Labels()
+		if lset.IsEmpty() {
+			st.reject(sIdx, lset, client.ReasonInvalidSeries, errors.New("series has no labels"), int64(len(ts.Samples)+len(ts.Histograms)+len(ts.Exemplars)))
+			continue
+		}
+
+		var ref storage.SeriesRef
+		limited := false
+		for j, s := range ts.Samples {
+			r, err := app.Append(ref, lset, s.Timestamp, s.Value)
+			if err == nil {
+				ref = r
+				samples++
+				continue
+			}
+			reason, isLimit := classifyAppendError(err)
+			if isLimit {
+				// The series could not be created: nothing of it can be stored.
+				st.reject(sIdx, lset, reason, err, int64(len(ts.Samples)-j+len(ts.Histograms)+len(ts.Exemplars)))
+				limited = true
+				break
+			}
+			st.reject(sIdx, lset, reason, fmt.Errorf("sample at %s: %w", fmtTS(s.Timestamp), err), 1)
+		}
+		if limited {
+			continue
+		}
+		for j := range ts.Histograms {
+			h := &ts.Histograms[j]
+			var (
+				r   storage.SeriesRef
+				err error
+			)
+			if h.IsFloatHistogram() {
+				r, err = app.AppendHistogram(ref, lset, h.Timestamp, nil, h.ToFloatHistogram())
+			} else {
+				r, err = app.AppendHistogram(ref, lset, h.Timestamp, h.ToIntHistogram(), nil)
+			}
+			if err == nil {
+				ref = r
+				hists++
+				continue
+			}
+			reason, isLimit := classifyAppendError(err)
+			if isLimit {
+				st.reject(sIdx, lset, reason, err, int64(len(ts.Histograms)-j+len(ts.Exemplars)))
+				limited = true
+				break
+			}
+			st.reject(sIdx, lset, reason, fmt.Errorf("histogram at %s: %w", fmtTS(h.Timestamp), err), 1)
+		}
+		if limited {
+			continue
+		}
+		for _, e := range ts.Exemplars {
+			if ref == 0 {
+				// Exemplars attach to a series the TSDB knows; with every sample of this
+				// series rejected the series may not exist.
+				st.reject(sIdx, lset, client.ReasonInvalidExemplar, errors.New("exemplar dropped: no sample or histogram of its series was accepted in this request"), 1)
+				continue
+			}
+			ex := exemplar.Exemplar{
+				Labels: prompbLabels(&exBuilder, e.Labels),
+				Value:  e.Value,
+				Ts:     e.Timestamp,
+				HasTs:  true,
+			}
+			if _, err := app.AppendExemplar(ref, lset, ex); err != nil {
+				st.reject(sIdx, lset, classifyExemplarError(err), fmt.Errorf("exemplar at %s: %w", fmtTS(e.Timestamp), err), 1)
+				continue
+			}
+			exemplars++
+		}
+	}
+	if err := app.Commit(); err != nil {
+		// Nothing of this request is acknowledged; the sender retries.
+		return nil, false, status.Errorf(codes.Internal, "commit to WAL of tenant %q: %v", u.tenant, err)
+	}
+	if i.cfg.WALFsyncOnPush {
+		if err := u.syncWAL(); err != nil {
+			return nil, false, status.Errorf(codes.Internal, "fsync WAL of tenant %q: %v", u.tenant, err)
+		}
+	}
+	u.setMetadata(req.Metadata)
+	u.lastWrite.Store(time.Now().UnixNano())
+
+	st.resp.SamplesWritten = samples
+	st.resp.HistogramsWritten = hists
+	st.resp.ExemplarsWritten = exemplars
+	st.resp.MetadataWritten = int64(len(req.Metadata))
+	reasons := make([]string, 0, len(st.overflow))
+	for r := range st.overflow {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		st.resp.Rejections = append(st.resp.Rejections, *st.overflow[r])
+	}
+	i.metrics.samplesAppended.Add(float64(samples))
+	i.metrics.histogramsAppended.Add(float64(hists))
+	i.metrics.exemplarsAppended.Add(float64(exemplars))
+	for _, r := range st.resp.Rejections {
+		i.metrics.rejected.WithLabelValues(r.Reason).Add(float64(r.Count))
+	}
+	return &st.resp, false, nil
+}
+
+// classifyAppendError maps a TSDB append error to a rejection reason; isLimit is true
+// when the series itself could not be created.
+func classifyAppendError(err error) (reason string, isLimit bool) {
+	var limitErr *seriesLimitError
+	switch {
+	case errors.As(err, &limitErr):
+		return limitErr.reason, true
+	case errors.Is(err, storage.ErrOutOfOrderSample):
+		return client.ReasonOutOfOrder, false
+	case errors.Is(err, storage.ErrOutOfBounds), errors.Is(err, storage.ErrTooOldSample):
+		return client.ReasonTooOld, false
+	case errors.Is(err, storage.ErrDuplicateSampleForTimestamp):
+		return client.ReasonDuplicateSample, false
+	case isHistogramError(err):
+		return client.ReasonInvalidHistogram, false
+	default:
+		return client.ReasonInvalidSeries, false
+	}
+}
+
+func isHistogramError(err error) bool {
+	var he histogram.Error
+	return errors.As(err, &he) || errors.Is(err, storage.ErrNativeHistogramsDisabled)
+}
+
+func classifyExemplarError(err error) string {
+	switch {
+	case errors.Is(err, storage.ErrOutOfOrderExemplar):
+		return ReasonOutOfOrderExemplar
+	case errors.Is(err, storage.ErrDuplicateExemplar):
+		return ReasonDuplicateExemplar
+	default:
+		return client.ReasonInvalidExemplar
+	}
+}
+
+func prompbLabels(b *labels.ScratchBuilder, ls []prompb.Label) labels.Labels {
+	b.Reset()
+	for _, l := range ls {
+		b.Add(l.Name, l.Value)
+	}
+	b.Sort()
+	return b.Labels()
+}
+
+func fmtTS(ms int64) string {
+	return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
+}

@@ -1,0 +1,265 @@
+package ingester
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/thanos-io/objstore"
+	"github.com/thanos-io/thanos/pkg/block/metadata"
+
+	"github.com/vigil-obs/vigil/pkg/storage/bucket"
+)
+
+// ShippedStateFile is the file in each tenant's TSDB dir recording which blocks were
+// uploaded, so a restart neither re-uploads nor deletes unshipped blocks.
+const ShippedStateFile = "vigil.shipped.json"
+
+// TenantLabel is the Thanos external label carrying the tenant in shipped blocks, as
+// Thanos Receive does.
+const TenantLabel = "tenant_id"
+
+type shippedState struct {
+	Version int                  `json:"version"`
+	Shipped map[string]time.Time `json:"shipped"` // block ULID -> upload time
+}
+
+// shipper uploads a tenant's new local blocks to <tenant>/<ULID>/ in the bucket.
+// Thanos' shipper does not compile against the Prometheus version Vigil uses, hence this
+// small equivalent. Order per block: chunks files, index, meta.json last, so readers
+// that look for meta.json never see a partial block.
+type shipper struct {
+	u       *userTSDB
+	bkt     objstore.Bucket // prefixed with the tenant
+	metrics *ingesterMetrics
+	logger  *slog.Logger
+
+	mtx     sync.Mutex
+	shipped map[ulid.ULID]time.Time
+}
+
+func newShipper(u *userTSDB, bkt objstore.Bucket, _ Config, m *ingesterMetrics, logger *slog.Logger) (*shipper, error) {
+	s := &shipper{
+		u:       u,
+		bkt:     bucket.ForTenant(bkt, u.tenant),
+		metrics: m,
+		logger:  logger,
+		shipped: map[ulid.ULID]time.Time{},
+	}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *shipper) statePath() string { return filepath.Join(s.u.dir, ShippedStateFile) }
+
+func (s *shipper) load() error {
+	b, err := os.ReadFile(s.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read shipped state: %w", err)
+	}
+	var st shippedState
+	if err := json.Unmarshal(b, &st); err != nil {
+		// A corrupt state file only costs re-uploads (uploads are idempotent); never
+		// refuse to start because of it.
+		s.logger.Warn("ignoring corrupt shipped state file", "path", s.statePath(), "err", err)
+		return nil
+	}
+	for id, t := range st.Shipped {
+		u, err := ulid.Parse(id)
+		if err != nil {
+			s.logger.Warn("ignoring bad block ID in shipped state", "id", id)
+			continue
+		}
+		s.shipped[u] = t
+	}
+	return nil
+}
+
+// save writes the state atomically (temp file, fsync, rename) so a crash leaves either
+// the old or the new state.
+func (s *shipper) save() error {
+	s.mtx.Lock()
+	st := shippedState{Version: 1, Shipped: make(map[string]time.Time, len(s.shipped))}
+	for id, t := range s.shipped {
+		st.Shipped[id.String()] = t
+	}
+	s.mtx.Unlock()
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode shipped state: %w", err)
+	}
+	tmp := s.statePath() + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("write shipped state: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write shipped state: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("fsync shipped state: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close shipped state: %w", err)
+	}
+	if err := os.Rename(tmp, s.statePath()); err != nil {
+		return fmt.Errorf("rename shipped state: %w", err)
+	}
+	return nil
+}
+
+// shippedBlocks returns a copy of the set of shipped block IDs. It must not call into
+// the TSDB: it runs inside the TSDB's block reload.
+func (s *shipper) shippedBlocks() map[ulid.ULID]struct{} {
+	s.mtx.Lock()
+	defer s.mtx.Unlock()
+	out := make(map[ulid.ULID]struct{}, len(s.shipped))
+	for id := range s.shipped {
+		out[id] = struct{}{}
+	}
+	return out
+}
+
+func (s *shipper) isShipped(id ulid.ULID) bool {
+	s.mtx.Lock()
+	defer s.mtx.Unlock()
+	_, ok := s.shipped[id]
+	return ok
+}
+
+// sync uploads every local block not shipped yet, oldest first, and returns how many
+// it uploaded. It keeps going past a failed block so one bad block does not stall the
+// rest; the failures are returned joined.
+func (s *shipper) sync(ctx context.Context) (int, error) {
+	blocks := s.u.db.Blocks()
+	sort.Slice(blocks, func(a, b int) bool { return blocks[a].MinTime() < blocks[b].MinTime() })
+	var (
+		uploaded int
+		errs     []error
+	)
+	for _, b := range blocks {
+		id := b.Meta().ULID
+		if s.isShipped(id) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return uploaded, err
+		}
+		if b.Meta().Stats.NumSamples == 0 {
+			// Nothing worth uploading; remember it so retention can remove it.
+			s.markShipped(id)
+			continue
+		}
+		if err := s.upload(ctx, b.Dir()); err != nil {
+			s.metrics.shippingFailures.Inc()
+			errs = append(errs, fmt.Errorf("ship block %s of tenant %q: %w", id, s.u.tenant, err))
+			continue
+		}
+		s.markShipped(id)
+		uploaded++
+		s.metrics.blocksShipped.Inc()
+		s.logger.Info("shipped block", "block", id.String(), "mint", b.MinTime(), "maxt", b.MaxTime())
+	}
+	if uploaded > 0 || len(errs) == 0 {
+		if err := s.save(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return uploaded, errors.Join(errs...)
+}
+
+func (s *shipper) markShipped(id ulid.ULID) {
+	s.mtx.Lock()
+	s.shipped[id] = time.Now().UTC()
+	s.mtx.Unlock()
+}
+
+// upload copies one block directory to <ULID>/ in the tenant bucket with a Thanos
+// meta.json.
+func (s *shipper) upload(ctx context.Context, dir string) error {
+	meta, err := metadata.ReadFromDir(dir)
+	if err != nil {
+		return fmt.Errorf("read block meta: %w", err)
+	}
+	id := meta.ULID.String()
+
+	var chunkFiles []string
+	chunksDir := filepath.Join(dir, "chunks")
+	entries, err := os.ReadDir(chunksDir)
+	if err != nil {
+		return fmt.Errorf("list chunks: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			chunkFiles = append(chunkFiles, path.Join("chunks", e.Name()))
+		}
+	}
+	sort.Strings(chunkFiles)
+
+	files := make([]metadata.File, 0, len(chunkFiles)+2)
+	for _, rel := range append(append([]string{}, chunkFiles...), "index") {
+		fi, err := os.Stat(filepath.Join(dir, filepath.FromSlash(rel)))
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", rel, err)
+		}
+		files = append(files, metadata.File{RelPath: rel, SizeBytes: fi.Size()})
+	}
+	// Thanos lists meta.json without a size (it is rewritten after the list is made).
+	files = append(files, metadata.File{RelPath: metadata.MetaFilename})
+
+	for _, rel := range append(chunkFiles, "index") {
+		if err := s.uploadFile(ctx, filepath.Join(dir, filepath.FromSlash(rel)), path.Join(id, rel)); err != nil {
+			return err
+		}
+	}
+
+	meta.Thanos = metadata.Thanos{
+		Version:    metadata.ThanosVersion1,
+		Labels:     map[string]string{TenantLabel: s.u.tenant},
+		Downsample: metadata.ThanosDownsample{Resolution: 0},
+		Source:     metadata.ReceiveSource,
+		Files:      files,
+		UploadTime: time.Now().UTC(),
+	}
+	var buf bytes.Buffer
+	if err := meta.Write(&buf); err != nil {
+		return fmt.Errorf("encode meta.json: %w", err)
+	}
+	if err := s.bkt.Upload(ctx, path.Join(id, metadata.MetaFilename), &buf); err != nil {
+		return fmt.Errorf("upload meta.json: %w", err)
+	}
+	return nil
+}
+
+func (s *shipper) uploadFile(ctx context.Context, src, dst string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("block file %s vanished during upload: %w", src, err)
+		}
+		return fmt.Errorf("open %s: %w", src, err)
+	}
+	defer f.Close()
+	if err := s.bkt.Upload(ctx, dst, f); err != nil {
+		return fmt.Errorf("upload %s: %w", dst, err)
+	}
+	return nil
+}

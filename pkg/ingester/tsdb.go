@@ -1,0 +1,307 @@
+package ingester
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/wlog"
+	"github.com/prometheus/prometheus/util/compression"
+)
+
+// userTSDB is one tenant's Prometheus TSDB plus the state Vigil keeps beside it.
+type userTSDB struct {
+	tenant  string
+	dir     string
+	db      *tsdb.DB
+	limiter *seriesLimiter
+	shipper *shipper // nil when shipping is disabled
+	logger  *slog.Logger
+
+	// flushMu makes forced head compaction and closing exclusive with pushes: pushes take
+	// it shared, FlushAll and close take it exclusively. Forced compaction cuts the head up
+	// to its max time, so appends racing with it would be rejected as too old anyway.
+	flushMu sync.RWMutex
+	closed  bool // guarded by flushMu
+
+	lastWrite atomic.Int64 // unix nanoseconds of the last successful push
+	oooWindow atomic.Int64 // currently applied out-of-order window in ms
+
+	// compactMu serialises compaction + shipping of this tenant between the periodic
+	// loop and FlushAll.
+	compactMu sync.Mutex
+
+	metaMu   sync.Mutex
+	metadata map[string]prompb.MetricMetadata // latest metadata per metric family
+}
+
+func (i *Ingester) openTSDB(tenant string) (*userTSDB, error) {
+	dir := filepath.Join(i.cfg.DataDir, "tsdb", tenant)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create TSDB dir for tenant %q: %w", tenant, err)
+	}
+	u := &userTSDB{
+		tenant:   tenant,
+		dir:      dir,
+		limiter:  newSeriesLimiter(tenant, i.limits),
+		logger:   i.logger.With("tenant", tenant),
+		metadata: map[string]prompb.MetricMetadata{},
+	}
+	if !i.cfg.ShipperDisabled && i.bucket != nil {
+		s, err := newShipper(u, i.bucket, i.cfg, i.metrics, u.logger)
+		if err != nil {
+			return nil, err
+		}
+		u.shipper = s
+	}
+	var ooo time.Duration
+	if i.limits != nil {
+		ooo = i.limits.OutOfOrderTimeWindow(tenant)
+	}
+	blockRange := i.cfg.BlockRange.Milliseconds()
+	opts := tsdb.DefaultOptions()
+	opts.MinBlockDuration = blockRange
+	// Equal min and max block duration: the ingester never merges blocks locally; the
+	// compactor does that in the bucket.
+	opts.MaxBlockDuration = blockRange
+	opts.RetentionDuration = 0 // local retention is decided by blocksToDelete
+	opts.WALSegmentSize = i.cfg.WALSegmentSize
+	if i.cfg.WALCompression {
+		opts.WALCompression = compression.Snappy
+	} else {
+		opts.WALCompression = compression.None
+	}
+	opts.StripeSize = i.cfg.StripeSize
+	opts.EnableExemplarStorage = i.cfg.MaxExemplars > 0
+	opts.MaxExemplars = i.cfg.MaxExemplars
+	opts.OutOfOrderTimeWindow = ooo.Milliseconds()
+	opts.SeriesLifecycleCallback = u.limiter
+	opts.BlockReloadInterval = i.cfg.BlockReloadInterval
+	opts.EnableOverlappingCompaction = false
+	opts.BlocksToDelete = u.blocksToDelete(i.cfg.RetentionPeriod)
+
+	db, err := tsdb.Open(dir, u.logger, nil, opts, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open TSDB for tenant %q in %s: %w", tenant, dir, err)
+	}
+	// Vigil decides when to cut blocks (compactionLoop), so that compaction and shipping
+	// run together and forced flushes do not race Prometheus' own compaction goroutine.
+	db.DisableCompactions()
+	u.db = db
+	u.oooWindow.Store(ooo.Milliseconds())
+	// Limits apply only to series created after WAL replay.
+	u.limiter.enable(db.Head().NumSeries)
+	u.lastWrite.Store(time.Now().UnixNano())
+	return u, nil
+}
+
+// blocksToDelete implements local retention: a block is deleted locally only once it has
+// been shipped and its data is older than the retention period. The TSDB applies it
+// whenever it reloads blocks (every -ingester.tsdb-block-reload-interval).
+func (u *userTSDB) blocksToDelete(retention time.Duration) tsdb.BlocksToDeleteFunc {
+	return func(blocks []*tsdb.Block) map[ulid.ULID]struct{} {
+		// Prometheus' default rule (delete blocks compacted into a newer one) is not
+		// needed: with equal min and max block durations and overlapping compaction off,
+		// the ingester never merges blocks locally.
+		deletable := map[ulid.ULID]struct{}{}
+		if u.shipper == nil {
+			// Without a bucket there is nowhere else the data lives: keep it until
+			// retention, then drop it.
+			cutoff := time.Now().Add(-retention).UnixMilli()
+			for _, b := range blocks {
+				if b.MaxTime() < cutoff {
+					deletable[b.Meta().ULID] = struct{}{}
+				}
+			}
+			return deletable
+		}
+		shipped := u.shipper.shippedBlocks()
+		cutoff := time.Now().Add(-retention).UnixMilli()
+		for _, b := range blocks {
+			id := b.Meta().ULID
+			if _, ok := shipped[id]; ok && b.MaxTime() < cutoff {
+				deletable[id] = struct{}{}
+			}
+		}
+		return deletable
+	}
+}
+
+// applyLimits applies a changed out-of-order window without a restart.
+func (u *userTSDB) applyLimits(limits Limits) error {
+	if limits == nil {
+		return nil
+	}
+	want := limits.OutOfOrderTimeWindow(u.tenant).Milliseconds()
+	if want == u.oooWindow.Load() {
+		return nil
+	}
+	cfg := &config.Config{StorageConfig: config.StorageConfig{TSDBConfig: &config.TSDBConfig{OutOfOrderTimeWindow: want}}}
+	if err := u.db.ApplyConfig(cfg); err != nil {
+		return fmt.Errorf("apply out-of-order window %dms for tenant %q: %w", want, u.tenant, err)
+	}
+	u.oooWindow.Store(want)
+	return nil
+}
+
+// compactHead cuts blocks the head is ready to give up (older than 1.5 block ranges,
+// Prometheus' rule), or, when force is set, the whole head including out-of-order data.
+func (u *userTSDB) compactHead(ctx context.Context, force bool, blockRange time.Duration) error {
+	if !force {
+		if err := u.db.Compact(ctx); err != nil {
+			return fmt.Errorf("compact head of tenant %q: %w", u.tenant, err)
+		}
+		return nil
+	}
+	// Hold pushes off while the whole head is cut, see flushMu.
+	u.flushMu.Lock()
+	defer u.flushMu.Unlock()
+	if u.closed {
+		return nil
+	}
+	h := u.db.Head()
+	rangeMs := blockRange.Milliseconds()
+	minT, maxT := h.MinTime(), h.MaxTime()
+	if h.NumSeries() > 0 && minT != math.MaxInt64 && maxT != math.MinInt64 {
+		// Cut block-range-aligned blocks, as Prometheus' own head compaction does, so
+		// shipped blocks line up with the compactor's 2h grid.
+		for minT <= maxT {
+			blockMaxT := (minT/rangeMs + 1) * rangeMs
+			if minT < 0 && minT%rangeMs != 0 {
+				blockMaxT = (minT / rangeMs) * rangeMs
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			// RangeHead's maxt is inclusive, block max time exclusive.
+			if err := u.db.CompactHead(tsdb.NewRangeHead(h, minT, blockMaxT-1)); err != nil {
+				return fmt.Errorf("force-compact head of tenant %q [%d,%d): %w", u.tenant, minT, blockMaxT, err)
+			}
+			minT = blockMaxT
+		}
+	}
+	if err := u.db.CompactOOOHead(ctx); err != nil {
+		return fmt.Errorf("compact out-of-order head of tenant %q: %w", u.tenant, err)
+	}
+	return nil
+}
+
+// syncWAL fsyncs the newest WAL (and out-of-order WBL) segments. fsync on a second file
+// descriptor flushes the inode's dirty pages, which is all we need: Prometheus' WAL has
+// already written the records with write(2) by the time Commit returns. Two segments are
+// synced because the WAL may have rotated between the commit and this call.
+func (u *userTSDB) syncWAL() error {
+	for _, sub := range []string{"wal", wlog.WblDirName} {
+		dir := filepath.Join(u.dir, sub)
+		first, last, err := wlog.Segments(dir)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return fmt.Errorf("list WAL segments in %s: %w", dir, err)
+		}
+		if last < 0 {
+			continue
+		}
+		for seg := max(first, last-1); seg <= last; seg++ {
+			if err := fsyncFile(wlog.SegmentName(dir, seg)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func fsyncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // segment truncated away meanwhile; its data is in a block
+		}
+		return fmt.Errorf("open %s for fsync: %w", path, err)
+	}
+	serr := f.Sync()
+	cerr := f.Close()
+	if serr != nil {
+		return fmt.Errorf("fsync %s: %w", path, serr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("close %s: %w", path, cerr)
+	}
+	return nil
+}
+
+func (u *userTSDB) setMetadata(md []prompb.MetricMetadata) {
+	if len(md) == 0 {
+		return
+	}
+	u.metaMu.Lock()
+	defer u.metaMu.Unlock()
+	for _, m := range md {
+		if m.MetricFamilyName == "" {
+			continue
+		}
+		u.metadata[m.MetricFamilyName] = m
+	}
+}
+
+// close closes the TSDB; pushes holding a stale pointer see closed and retry.
+func (u *userTSDB) close() error {
+	u.flushMu.Lock()
+	defer u.flushMu.Unlock()
+	if u.closed {
+		return nil
+	}
+	u.closed = true
+	if err := u.db.Close(); err != nil {
+		return fmt.Errorf("close TSDB of tenant %q: %w", u.tenant, err)
+	}
+	return nil
+}
+
+// idle reports whether the tenant got no write for idleFor and holds nothing locally.
+func (u *userTSDB) idle(idleFor time.Duration) bool {
+	return time.Since(time.Unix(0, u.lastWrite.Load())) >= idleFor &&
+		u.db.Head().NumSeries() == 0 && len(u.db.Blocks()) == 0
+}
+
+// closeIfIdle re-checks idle under the exclusive push lock (a push may have landed since
+// the caller's check), then closes the TSDB and removes its directory.
+func (u *userTSDB) closeIfIdle(idleFor time.Duration) (bool, error) {
+	u.flushMu.Lock()
+	defer u.flushMu.Unlock()
+	if u.closed || !u.idle(idleFor) {
+		return false, nil
+	}
+	u.closed = true
+	if err := u.db.Close(); err != nil {
+		return true, fmt.Errorf("close idle TSDB of tenant %q: %w", u.tenant, err)
+	}
+	if err := os.RemoveAll(u.dir); err != nil {
+		return true, fmt.Errorf("remove idle TSDB dir %s: %w", u.dir, err)
+	}
+	return true, nil
+}
+
+// timeRange is the span of the tenant's local data (head and blocks).
+func (u *userTSDB) timeRange() (minT, maxT int64) {
+	minT, maxT = int64(math.MaxInt64), int64(math.MinInt64)
+	if h := u.db.Head(); h.NumSeries() > 0 {
+		minT, maxT = h.MinTime(), h.MaxTime()
+	}
+	for _, b := range u.db.Blocks() {
+		minT, maxT = min(minT, b.MinTime()), max(maxT, b.MaxTime())
+	}
+	return minT, maxT
+}
