@@ -1,0 +1,103 @@
+package querier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/grafana/dskit/ring"
+	"github.com/thanos-io/thanos/pkg/exemplars/exemplarspb"
+	"github.com/thanos-io/thanos/pkg/metadata/metadatapb"
+	"github.com/thanos-io/thanos/pkg/store/storepb"
+
+	"github.com/vigil-obs/vigil/pkg/ingester/client"
+)
+
+// Client is what the querier needs from a backend (ingester or store-gateway). The
+// store-gateway only serves the StoreAPI; its exemplar and metadata calls answer
+// Unimplemented, which the querier tolerates.
+type Client interface {
+	storepb.StoreClient
+	exemplarspb.ExemplarsClient
+	metadatapb.MetadataClient
+	io.Closer
+}
+
+// ClientFactory dials a backend by address.
+type ClientFactory func(addr string) (Client, error)
+
+// NewClientFactory dials backends with the ingester client (gRPC, Vigil's gogo-aware
+// codec, tenant forwarded as dskit org ID metadata). Store-gateways speak the same StoreAPI.
+func NewClientFactory(cfg client.Config) ClientFactory {
+	return func(addr string) (Client, error) {
+		c, err := client.New(addr, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("querier client: %w", err)
+		}
+		return c, nil
+	}
+}
+
+// clientPool keeps one client per address for the querier's lifetime.
+type clientPool struct {
+	factory ClientFactory
+	mtx     sync.Mutex
+	clients map[string]Client
+}
+
+func newClientPool(f ClientFactory) *clientPool {
+	return &clientPool{factory: f, clients: map[string]Client{}}
+}
+
+func (p *clientPool) get(addr string) (Client, error) {
+	p.mtx.Lock()
+	defer p.mtx.Unlock()
+	if c, ok := p.clients[addr]; ok {
+		return c, nil
+	}
+	c, err := p.factory(addr)
+	if err != nil {
+		return nil, err
+	}
+	p.clients[addr] = c
+	return c, nil
+}
+
+func (p *clientPool) close() error {
+	p.mtx.Lock()
+	defer p.mtx.Unlock()
+	var errs []error
+	for addr, c := range p.clients {
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close client %s: %w", addr, err))
+		}
+		delete(p.clients, addr)
+	}
+	return errors.Join(errs...)
+}
+
+// AddressSource lists the backends to query. maxErrors is how many of them may fail
+// without failing the query (replication makes the data available elsewhere).
+type AddressSource interface {
+	Addresses(ctx context.Context) (addrs []string, maxErrors int, err error)
+}
+
+// StaticAddresses is a fixed list of backends, none of which may fail.
+type StaticAddresses []string
+
+// Addresses implements AddressSource.
+func (s StaticAddresses) Addresses(context.Context) ([]string, int, error) { return s, 0, nil }
+
+// RingAddresses lists the healthy instances of a dskit ring (the ingesters).
+type RingAddresses struct{ Ring ring.ReadRing }
+
+// Addresses implements AddressSource.
+func (r RingAddresses) Addresses(context.Context) ([]string, int, error) {
+	rs, err := r.Ring.GetReplicationSetForOperation(ring.Read)
+	if err != nil {
+		return nil, 0, fmt.Errorf("ingester ring: %w", err)
+	}
+	return rs.GetAddresses(), rs.MaxErrors, nil
+}

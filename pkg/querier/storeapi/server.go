@@ -1,0 +1,307 @@
+// Package storeapi serves the Thanos StoreAPI (storepb.Store) on top of any Prometheus
+// storage.ChunkQueryable. The store-gateway and the querier's Thanos interop endpoint share
+// it; tests use it to stand in for ingesters.
+package storeapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/grafana/dskit/user"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/thanos-io/thanos/pkg/store/labelpb"
+	"github.com/thanos-io/thanos/pkg/store/storepb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/vigil-obs/vigil/pkg/ingester/client"
+)
+
+// ThanosTenantHeader is the gRPC metadata key a Thanos Querier uses to forward the tenant.
+const ThanosTenantHeader = "thanos-tenant"
+
+// SourceFunc returns the data the tenant can see. A nil ChunkQueryable means the tenant has
+// no data (the server answers with empty results instead of an error).
+type SourceFunc func(ctx context.Context, tenant string) (storage.ChunkQueryable, error)
+
+// ServerOptions tune a Server. The zero value serves plain tenant data.
+type ServerOptions struct {
+	// ExternalLabels, when set, returns labels added to every series of the tenant (Thanos
+	// "external labels", e.g. tenant_id). Matchers on these names are evaluated against the
+	// external value instead of the stored data.
+	ExternalLabels func(tenant string) labels.Labels
+	// DefaultTenant is used when a request carries no tenant (single-tenant mode). Empty
+	// means such requests are rejected.
+	DefaultTenant string
+}
+
+// Server implements storepb.StoreServer on top of any storage.ChunkQueryable, returning
+// chunks exactly as stored (no re-encoding), series sorted by labels.
+type Server struct {
+	src  SourceFunc
+	opts ServerOptions
+}
+
+var _ storepb.StoreServer = (*Server)(nil)
+
+// NewServer returns a StoreAPI server reading from src.
+func NewServer(src SourceFunc, opts ServerOptions) *Server {
+	return &Server{src: src, opts: opts}
+}
+
+// TenantFromContext returns the tenant of a gRPC request: the dskit org ID, else the Thanos
+// tenant header, else def. It errors with codes.Unauthenticated when none is available.
+func TenantFromContext(ctx context.Context, def string) (string, error) {
+	if id, err := user.ExtractOrgID(ctx); err == nil && id != "" {
+		return id, nil
+	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		for _, k := range []string{ThanosTenantHeader, strings.ToLower(user.OrgIDHeaderName)} {
+			if v := md.Get(k); len(v) > 0 && v[0] != "" {
+				return v[0], nil
+			}
+		}
+	}
+	if def != "" {
+		return def, nil
+	}
+	return "", status.Error(codes.Unauthenticated, "no tenant ID in request")
+}
+
+// prepare resolves tenant, external labels and matchers. ok=false means the request's
+// matchers can never match this tenant's external labels, so the answer is empty.
+func (s *Server) prepare(ctx context.Context, pbms []storepb.LabelMatcher) (tenant string, ext labels.Labels, ms []*labels.Matcher, ok bool, err error) {
+	tenant, err = TenantFromContext(ctx, s.opts.DefaultTenant)
+	if err != nil {
+		return "", ext, nil, false, err
+	}
+	all, err := storepb.MatchersToPromMatchers(pbms...)
+	if err != nil {
+		return "", ext, nil, false, status.Errorf(codes.InvalidArgument, "invalid matchers: %v", err)
+	}
+	ext = labels.EmptyLabels()
+	if s.opts.ExternalLabels != nil {
+		ext = s.opts.ExternalLabels(tenant)
+	}
+	ms = make([]*labels.Matcher, 0, len(all))
+	for _, m := range all {
+		if ext.Has(m.Name) {
+			if !m.Matches(ext.Get(m.Name)) {
+				return tenant, ext, nil, false, nil
+			}
+			continue
+		}
+		ms = append(ms, m)
+	}
+	if len(ms) == 0 {
+		// The TSDB needs at least one matcher; every series has a metric name.
+		ms = append(ms, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"))
+	}
+	return tenant, ext, ms, true, nil
+}
+
+func (s *Server) querier(ctx context.Context, tenant string, mint, maxt int64) (storage.ChunkQuerier, error) {
+	q, err := s.src(ctx, tenant)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("open tenant %q: %w", tenant, err))
+	}
+	if q == nil {
+		return nil, nil
+	}
+	cq, err := q.ChunkQuerier(mint, maxt)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("open querier for tenant %q: %w", tenant, err))
+	}
+	return cq, nil
+}
+
+// Series implements storepb.StoreServer.
+func (s *Server) Series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServer) error {
+	ctx := srv.Context()
+	tenant, ext, ms, ok, err := s.prepare(ctx, req.Matchers)
+	if err != nil || !ok {
+		return err
+	}
+	q, err := s.querier(ctx, tenant, req.MinTime, req.MaxTime)
+	if err != nil || q == nil {
+		return err
+	}
+	defer q.Close()
+
+	hints := &storage.SelectHints{Start: req.MinTime, End: req.MaxTime, Limit: int(req.Limit)}
+	if req.SkipChunks {
+		hints.Func = "series"
+	}
+	set := q.Select(ctx, true, hints, ms...)
+	var (
+		sent  int64
+		chkIt chunks.Iterator
+	)
+	for set.Next() {
+		series := set.At()
+		lset := series.Labels()
+		if !ext.IsEmpty() {
+			lset = labelpb.ExtendSortedLabels(lset, ext)
+		}
+		out := &storepb.Series{Labels: client.ZLabelsFromPromLabels(lset)}
+		if !req.SkipChunks {
+			chkIt = series.Iterator(chkIt)
+			for chkIt.Next() {
+				meta := chkIt.At()
+				enc, err := encodingToPB(meta.Chunk.Encoding())
+				if err != nil {
+					return status.Errorf(codes.Internal, "series %s: %v", lset, err)
+				}
+				out.Chunks = append(out.Chunks, storepb.AggrChunk{
+					MinTime: meta.MinTime,
+					MaxTime: meta.MaxTime,
+					Raw:     &storepb.Chunk{Type: enc, Data: meta.Chunk.Bytes()},
+				})
+			}
+			if err := chkIt.Err(); err != nil {
+				return toStatus(fmt.Errorf("read chunks of %s: %w", lset, err))
+			}
+			if len(out.Chunks) == 0 {
+				// Series whose chunks all lie outside the range carry no data: skip them
+				// like Prometheus' own queriers do.
+				continue
+			}
+		}
+		if err := srv.Send(storepb.NewSeriesResponse(out)); err != nil {
+			return fmt.Errorf("send series: %w", err)
+		}
+		sent++
+		if req.Limit > 0 && sent >= req.Limit {
+			break
+		}
+	}
+	if err := set.Err(); err != nil {
+		return toStatus(fmt.Errorf("select series: %w", err))
+	}
+	for _, w := range set.Warnings().AsErrors() {
+		if err := srv.Send(storepb.NewWarnSeriesResponse(w)); err != nil {
+			return fmt.Errorf("send warning: %w", err)
+		}
+	}
+	return nil
+}
+
+// LabelNames implements storepb.StoreServer.
+func (s *Server) LabelNames(ctx context.Context, req *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {
+	tenant, ext, ms, ok, err := s.prepare(ctx, req.Matchers)
+	if err != nil {
+		return nil, err
+	}
+	resp := &storepb.LabelNamesResponse{}
+	if !ok {
+		return resp, nil
+	}
+	q, err := s.querier(ctx, tenant, req.Start, req.End)
+	if err != nil || q == nil {
+		return resp, err
+	}
+	defer q.Close()
+	names, warns, err := q.LabelNames(ctx, &storage.LabelHints{Limit: int(req.Limit)}, ms...)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("label names: %w", err))
+	}
+	if len(names) > 0 {
+		ext.Range(func(l labels.Label) { names = append(names, l.Name) })
+		slices.Sort(names)
+		names = slices.Compact(names)
+	}
+	if req.Limit > 0 && int64(len(names)) > req.Limit {
+		names = names[:req.Limit]
+	}
+	resp.Names = names
+	for _, w := range warns.AsErrors() {
+		resp.Warnings = append(resp.Warnings, w.Error())
+	}
+	return resp, nil
+}
+
+// LabelValues implements storepb.StoreServer.
+func (s *Server) LabelValues(ctx context.Context, req *storepb.LabelValuesRequest) (*storepb.LabelValuesResponse, error) {
+	tenant, ext, ms, ok, err := s.prepare(ctx, req.Matchers)
+	if err != nil {
+		return nil, err
+	}
+	resp := &storepb.LabelValuesResponse{}
+	if !ok {
+		return resp, nil
+	}
+	q, err := s.querier(ctx, tenant, req.Start, req.End)
+	if err != nil || q == nil {
+		return resp, err
+	}
+	defer q.Close()
+	if ext.Has(req.Label) {
+		// The external value exists only if the tenant has some matching data.
+		names, _, err := q.LabelNames(ctx, &storage.LabelHints{Limit: 1}, ms...)
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("label names: %w", err))
+		}
+		if len(names) > 0 {
+			resp.Values = []string{ext.Get(req.Label)}
+		}
+		return resp, nil
+	}
+	vals, warns, err := q.LabelValues(ctx, req.Label, &storage.LabelHints{Limit: int(req.Limit)}, ms...)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("label values of %q: %w", req.Label, err))
+	}
+	resp.Values = vals
+	for _, w := range warns.AsErrors() {
+		resp.Warnings = append(resp.Warnings, w.Error())
+	}
+	return resp, nil
+}
+
+func encodingToPB(e chunkenc.Encoding) (storepb.Chunk_Encoding, error) {
+	switch e {
+	case chunkenc.EncXOR:
+		return storepb.Chunk_XOR, nil
+	case chunkenc.EncHistogram:
+		return storepb.Chunk_HISTOGRAM, nil
+	case chunkenc.EncFloatHistogram:
+		return storepb.Chunk_FLOAT_HISTOGRAM, nil
+	default:
+		return 0, fmt.Errorf("unsupported chunk encoding %s", e)
+	}
+}
+
+// EncodingFromPB maps a StoreAPI chunk type to the Prometheus chunk encoding.
+func EncodingFromPB(e storepb.Chunk_Encoding) (chunkenc.Encoding, error) {
+	switch e {
+	case storepb.Chunk_XOR:
+		return chunkenc.EncXOR, nil
+	case storepb.Chunk_HISTOGRAM:
+		return chunkenc.EncHistogram, nil
+	case storepb.Chunk_FLOAT_HISTOGRAM:
+		return chunkenc.EncFloatHistogram, nil
+	default:
+		return 0, fmt.Errorf("unsupported StoreAPI chunk type %s", e)
+	}
+}
+
+// toStatus keeps gRPC statuses and context errors recognisable on the client side.
+func toStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	default:
+		return status.Error(codes.Internal, err.Error())
+	}
+}

@@ -1,0 +1,241 @@
+package storegateway
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"sync"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/tsdb/index"
+	"github.com/prometheus/prometheus/tsdb/tombstones"
+	"github.com/thanos-io/objstore"
+	"github.com/thanos-io/thanos/pkg/block/metadata"
+)
+
+// chunkReadAhead is how many bytes are fetched for a chunk whose size is not known yet.
+// Typical XOR chunks (120 samples) are a few hundred bytes, so one range request usually
+// covers length, encoding, data and CRC; bigger chunks take a second, exact request.
+const chunkReadAhead = 2048
+
+// remoteBlock serves one bucket block: the index from a local copy of its index file, chunks
+// fetched on demand from the bucket through the shared chunk cache. It implements
+// tsdb.BlockReader so the TSDB's own block queriers select series.
+type remoteBlock struct {
+	meta   *metadata.Meta
+	id     string // tenant/ULID, also the bucket prefix of the block
+	bkt    objstore.BucketReader
+	cache  *chunkCache
+	index  *index.Reader
+	ctx    context.Context // cancelled when the store-gateway stops
+	onRead func(bytes int)
+	// readAhead is how many bytes the first range read of a chunk fetches.
+	readAhead int64
+
+	mtx            sync.Mutex
+	closing        bool
+	pendingReaders sync.WaitGroup
+}
+
+var _ tsdb.BlockReader = (*remoteBlock)(nil)
+
+func (b *remoteBlock) startRead() error {
+	b.mtx.Lock()
+	defer b.mtx.Unlock()
+	if b.closing {
+		return fmt.Errorf("block %s: %w", b.id, tsdb.ErrClosing)
+	}
+	b.pendingReaders.Add(1)
+	return nil
+}
+
+// close waits for in-flight queries, then releases the index file.
+func (b *remoteBlock) close() error {
+	b.mtx.Lock()
+	b.closing = true
+	b.mtx.Unlock()
+	b.pendingReaders.Wait()
+	if err := b.index.Close(); err != nil {
+		return fmt.Errorf("close index of block %s: %w", b.id, err)
+	}
+	return nil
+}
+
+// Index implements tsdb.BlockReader.
+func (b *remoteBlock) Index() (tsdb.IndexReader, error) {
+	if err := b.startRead(); err != nil {
+		return nil, err
+	}
+	return blockIndexReader{IndexReader: b.index, b: b}, nil
+}
+
+// Chunks implements tsdb.BlockReader.
+func (b *remoteBlock) Chunks() (tsdb.ChunkReader, error) {
+	if err := b.startRead(); err != nil {
+		return nil, err
+	}
+	return blockChunkReader{b: b}, nil
+}
+
+// Tombstones implements tsdb.BlockReader. Bucket blocks carry no tombstones: deletions are
+// applied by the compactor.
+func (b *remoteBlock) Tombstones() (tombstones.Reader, error) {
+	return tombstones.NewMemTombstones(), nil
+}
+
+// Meta implements tsdb.BlockReader.
+func (b *remoteBlock) Meta() tsdb.BlockMeta { return b.meta.BlockMeta }
+
+// Size implements tsdb.BlockReader: what the block holds locally.
+func (b *remoteBlock) Size() int64 { return b.index.Size() }
+
+type blockIndexReader struct {
+	tsdb.IndexReader
+	b *remoteBlock
+}
+
+// LabelNames adds matcher support, which the raw index reader lacks (the TSDB's own block
+// wrapper does the same).
+func (r blockIndexReader) LabelNames(ctx context.Context, matchers ...*labels.Matcher) ([]string, error) {
+	if len(matchers) == 0 {
+		return r.IndexReader.LabelNames(ctx)
+	}
+	p, err := tsdb.PostingsForMatchers(ctx, r.IndexReader, matchers...)
+	if err != nil {
+		return nil, fmt.Errorf("block %s: postings: %w", r.b.id, err)
+	}
+	names, err := r.IndexReader.LabelNamesFor(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("block %s: label names: %w", r.b.id, err)
+	}
+	return names, nil
+}
+
+// LabelValues adds matcher support: values of name among the series the matchers select.
+func (r blockIndexReader) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, matchers ...*labels.Matcher) ([]string, error) {
+	if len(matchers) == 0 {
+		return r.IndexReader.LabelValues(ctx, name, hints)
+	}
+	p, err := tsdb.PostingsForMatchers(ctx, r.IndexReader, matchers...)
+	if err != nil {
+		return nil, fmt.Errorf("block %s: postings: %w", r.b.id, err)
+	}
+	seen := map[string]struct{}{}
+	var (
+		out []string
+		b   labels.ScratchBuilder
+	)
+	for p.Next() {
+		if err := r.IndexReader.Series(p.At(), &b, nil); err != nil {
+			return nil, fmt.Errorf("block %s: series: %w", r.b.id, err)
+		}
+		v := b.Labels().Get(name)
+		if v == "" {
+			continue
+		}
+		if _, ok := seen[v]; !ok {
+			seen[v] = struct{}{}
+			out = append(out, v)
+		}
+	}
+	if err := p.Err(); err != nil {
+		return nil, fmt.Errorf("block %s: postings: %w", r.b.id, err)
+	}
+	slices.Sort(out)
+	if hints != nil && hints.Limit > 0 && len(out) > hints.Limit {
+		out = out[:hints.Limit]
+	}
+	return out, nil
+}
+
+// SortedLabelValues implements tsdb.IndexReader with matcher support.
+func (r blockIndexReader) SortedLabelValues(ctx context.Context, name string, hints *storage.LabelHints, matchers ...*labels.Matcher) ([]string, error) {
+	if len(matchers) == 0 {
+		return r.IndexReader.SortedLabelValues(ctx, name, hints)
+	}
+	return r.LabelValues(ctx, name, hints, matchers...)
+}
+
+// Close releases the read reference; the index itself stays open for other queries.
+func (r blockIndexReader) Close() error {
+	r.b.pendingReaders.Done()
+	return nil
+}
+
+type blockChunkReader struct{ b *remoteBlock }
+
+func (r blockChunkReader) Close() error {
+	r.b.pendingReaders.Done()
+	return nil
+}
+
+// ChunkOrIterable implements tsdb.ChunkReader. Chunk refs of persisted blocks are
+// segment<<32 | offset, the segment being the 0-based index of chunks/00000N.
+func (r blockChunkReader) ChunkOrIterable(meta chunks.Meta) (chunkenc.Chunk, chunkenc.Iterable, error) {
+	raw, err := r.b.readChunk(uint64(meta.Ref))
+	if err != nil {
+		return nil, nil, err
+	}
+	chk, err := chunkenc.FromData(chunkenc.Encoding(raw[0]), raw[1:])
+	if err != nil {
+		return nil, nil, fmt.Errorf("block %s: decode chunk %d: %w", r.b.id, meta.Ref, err)
+	}
+	return chk, nil, nil
+}
+
+// readChunk returns the encoding byte followed by the chunk data.
+func (b *remoteBlock) readChunk(ref uint64) ([]byte, error) {
+	key := chunkKey{block: b.id, ref: ref}
+	if data, ok := b.cache.get(key); ok {
+		return data, nil
+	}
+	seq, off := int(ref>>32), int64(uint32(ref))
+	name := path.Join(b.id, "chunks", fmt.Sprintf("%06d", seq+1))
+
+	buf, err := b.getRange(name, off, b.readAhead)
+	if err != nil {
+		return nil, err
+	}
+	dataLen, n := binary.Uvarint(buf)
+	if n <= 0 {
+		return nil, fmt.Errorf("block %s: chunk %d in %s: bad length header", b.id, ref, name)
+	}
+	need := n + 1 + int(dataLen) // length varint, encoding byte, data
+	if len(buf) < need {
+		if buf, err = b.getRange(name, off, int64(need)); err != nil {
+			return nil, err
+		}
+		if len(buf) < need {
+			return nil, fmt.Errorf("block %s: chunk %d in %s: truncated (%d of %d bytes)", b.id, ref, name, len(buf), need)
+		}
+	}
+	// Copy so the cache does not pin the whole read-ahead buffer.
+	data := make([]byte, need-n)
+	copy(data, buf[n:need])
+	b.cache.put(key, data)
+	return data, nil
+}
+
+func (b *remoteBlock) getRange(name string, off, length int64) ([]byte, error) {
+	rc, err := b.bkt.GetRange(b.ctx, name, off, length)
+	if err != nil {
+		return nil, fmt.Errorf("get %s [%d,+%d]: %w", name, off, length, err)
+	}
+	defer rc.Close()
+	buf, err := io.ReadAll(rc)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("read %s [%d,+%d]: %w", name, off, length, err)
+	}
+	if b.onRead != nil {
+		b.onRead(len(buf))
+	}
+	return buf, nil
+}
