@@ -2,6 +2,7 @@ package tracestore
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/binary"
 	"fmt"
 	"math/rand"
@@ -11,6 +12,7 @@ import (
 	"github.com/grafana/dskit/user"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
 // genOpts describes synthetic traces for tests and benchmarks.
@@ -168,3 +170,9 @@ func filterTrace(td ptrace.Traces, id TraceID) ptrace.Traces {
 	})
 	return out
 }
+
+func exportReq(td ptrace.Traces) ptraceotlp.ExportRequest {
+	return ptraceotlp.NewExportRequestFromTraces(td)
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

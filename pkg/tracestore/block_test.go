@@ -1,0 +1,328 @@
+package tracestore
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/thanos-io/objstore"
+)
+
+func testQuerier(t testing.TB, bkt objstore.Bucket, heads HeadSource) *Querier {
+	t.Helper()
+	q, err := NewQuerier(QuerierConfig{BlockSyncInterval: 0, CacheBytes: 64 << 20}, bkt, heads, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// countingBucket counts range reads per object to prove trace-by-ID fetches
+// a single row group.
+type countingBucket struct {
+	objstore.Bucket
+	mu     sync.Mutex
+	ranges map[string]int
+	gets   map[string]int
+}
+
+func newCountingBucket(b objstore.Bucket) *countingBucket {
+	return &countingBucket{Bucket: b, ranges: map[string]int{}, gets: map[string]int{}}
+}
+
+func (c *countingBucket) GetRange(ctx context.Context, name string, off, length int64) (io.ReadCloser, error) {
+	c.mu.Lock()
+	c.ranges[filepath.Base(name)]++
+	c.mu.Unlock()
+	return c.Bucket.GetRange(ctx, name, off, length)
+}
+
+func (c *countingBucket) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	c.mu.Lock()
+	c.gets[filepath.Base(name)]++
+	c.mu.Unlock()
+	return c.Bucket.Get(ctx, name)
+}
+
+func (c *countingBucket) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ranges, c.gets = map[string]int{}, map[string]int{}
+}
+
+func TestFlushDeleteHeadQueryFromBucket(t *testing.T) {
+	dataDir := t.TempDir()
+	base := newTestBucket(t)
+	ing := startIngester(t, testIngesterConfig(dataDir), base, nil)
+	base0 := time.Now().Add(-10 * time.Minute).Truncate(time.Second)
+	td := genTraces(genOpts{traces: 300, spansPerTrace: 5, attrsPerSpan: 10, seed: 42, base: base0})
+	if err := push(tenantCtx("t1"), serveGRPC(t, ing), td); err != nil {
+		t.Fatal(err)
+	}
+	// Another tenant's data must never show up for t1.
+	if err := push(tenantCtx("t2"), serveGRPC(t, ing), genTraces(genOpts{traces: 3, services: []string{"secret-svc"}, seed: 43})); err != nil {
+		t.Fatal(err)
+	}
+	if err := ing.FlushAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The WAL is truncated after upload.
+	segs, err := listSegments(filepath.Join(dataDir, "traces", "t1", "wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range segs {
+		fi, err := os.Stat(segmentName(filepath.Join(dataDir, "traces", "t1", "wal"), s))
+		if err != nil || fi.Size() != 0 {
+			t.Fatalf("WAL segment %d left after flush (size %d, %v)", s, fi.Size(), err)
+		}
+	}
+
+	// Query with no heads at all: everything comes from the bucket.
+	bkt := newCountingBucket(base)
+	q := testQuerier(t, bkt, nil)
+	ctx := tenantCtx("t1")
+
+	id := testTraceID(42, 123)
+	bkt.reset()
+	got, found, err := q.TraceByID(ctx, id, time.Time{}, time.Time{})
+	if err != nil || !found {
+		t.Fatalf("TraceByID from bucket: found=%v err=%v", found, err)
+	}
+	want := spanIDs(t, filterTrace(td, id))
+	gotIDs := spanIDs(t, got)
+	if len(gotIDs) != len(want) {
+		t.Fatalf("got %d spans, want %d", len(gotIDs), len(want))
+	}
+	for sid := range want {
+		if !gotIDs[sid] {
+			t.Fatalf("span %x missing", sid)
+		}
+	}
+	if n := bkt.ranges[blockDataFile]; n != 2 { // footer + one row group
+		t.Fatalf("trace by ID made %d range reads of the data file, want 2 (footer, one row group)", n)
+	}
+	if bkt.gets[blockDataFile] != 0 {
+		t.Fatal("trace by ID downloaded the whole data file")
+	}
+	// Second lookup: footer cached, one range read.
+	bkt.reset()
+	if _, found, err := q.TraceByID(ctx, testTraceID(42, 7), time.Time{}, time.Time{}); err != nil || !found {
+		t.Fatalf("second lookup: %v %v", found, err)
+	}
+	if n := bkt.ranges[blockDataFile]; n != 1 {
+		t.Fatalf("cached lookup made %d range reads, want 1", n)
+	}
+	// A trace that does not exist: the bloom filter answers, no data reads.
+	bkt.reset()
+	if _, found, err := q.TraceByID(ctx, testTraceID(999, 1), time.Time{}, time.Time{}); err != nil || found {
+		t.Fatalf("missing trace: found=%v err=%v", found, err)
+	}
+
+	// Search without a service name: by attribute alone, and by duration alone.
+	res, err := q.Search(ctx, SearchRequest{Attributes: map[string]string{"region": "eu-west-1"}, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 150 {
+		t.Fatalf("attribute search returned %d traces, want 150", len(res))
+	}
+	for i := 1; i < len(res); i++ {
+		if res[i].Start.After(res[i-1].Start) {
+			t.Fatal("search results not newest first")
+		}
+	}
+	res2, err := q.Search(ctx, SearchRequest{Attributes: map[string]string{"region": "eu-west-1"}, Limit: 1000})
+	if err != nil || len(res2) != len(res) {
+		t.Fatal("repeated search differs")
+	}
+	for i := range res {
+		if res[i].TraceID != res2[i].TraceID {
+			t.Fatal("search order is not deterministic")
+		}
+	}
+	res, err = q.Search(ctx, SearchRequest{Limit: 5})
+	if err != nil || len(res) != 5 || res[0].TraceID != testTraceID(42, 299) {
+		t.Fatalf("time-only search: %v %v", res, err)
+	}
+	if res[0].RootService != "frontend" || res[0].SpanCount != 5 || res[0].Duration != 15*time.Millisecond {
+		t.Fatalf("summary = %+v", res[0])
+	}
+	res, err = q.Search(ctx, SearchRequest{Service: "cart", Operation: "POST /api/v1/op1", SpanKind: "client", MinDuration: time.Millisecond, Limit: 1000})
+	if err != nil || len(res) != 300 {
+		t.Fatalf("service+operation+kind search: %d %v", len(res), err)
+	}
+	res, err = q.Search(ctx, SearchRequest{Service: "cart", SpanKind: "server", Operation: "POST /api/v1/op1"})
+	if err != nil || len(res) != 0 {
+		t.Fatalf("wrong kind matched: %d %v", len(res), err)
+	}
+	res, err = q.Search(ctx, SearchRequest{Start: base0.Add(100 * time.Millisecond), End: base0.Add(109 * time.Millisecond), Limit: 1000})
+	if err != nil || len(res) != 25 { // traces 85..109 overlap (each lasts 15ms)
+		t.Fatalf("time range search: %d %v", len(res), err)
+	}
+
+	svcs, err := q.Services(ctx, time.Time{}, time.Time{})
+	if err != nil || strings.Join(svcs, ",") != "cart,checkout,frontend" {
+		t.Fatalf("services = %v %v", svcs, err)
+	}
+	ops, err := q.Operations(ctx, "checkout", "", time.Time{}, time.Time{})
+	if err != nil || len(ops) == 0 {
+		t.Fatalf("operations = %v %v", ops, err)
+	}
+	deps, err := q.Dependencies(ctx, time.Time{}, time.Time{})
+	if err != nil || len(deps) == 0 {
+		t.Fatalf("deps = %v %v", deps, err)
+	}
+	keys, err := q.AttributeKeys(ctx, time.Time{}, time.Time{})
+	if err != nil || !contains(keys, "http.route") || !contains(keys, "service.name") {
+		t.Fatalf("keys = %v %v", keys, err)
+	}
+	vals, err := q.AttributeValues(ctx, "region", time.Time{}, time.Time{})
+	if err != nil || strings.Join(vals, ",") != "eu-west-1,us-east-1" {
+		t.Fatalf("values = %v %v", vals, err)
+	}
+
+	// Tenant isolation in the bucket.
+	if svcs, _ := q.Services(tenantCtx("t2"), time.Time{}, time.Time{}); strings.Join(svcs, ",") != "secret-svc" {
+		t.Fatalf("t2 services = %v", svcs)
+	}
+	if _, found, _ := q.TraceByID(tenantCtx("t2"), id, time.Time{}, time.Time{}); found {
+		t.Fatal("t2 can read t1's trace")
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestQuerierMergesHeadsAndBlocksWithDedup(t *testing.T) {
+	bkt := newTestBucket(t)
+	// Two ingesters receive the same spans (replication factor 2); one of
+	// them flushes to the bucket, the other keeps them in its head.
+	ing1 := startIngester(t, testIngesterConfig(t.TempDir()), bkt, nil)
+	ing2 := startIngester(t, testIngesterConfig(t.TempDir()), bkt, nil)
+	td := genTraces(genOpts{traces: 10, spansPerTrace: 4, seed: 5})
+	ctx := tenantCtx("t1")
+	for _, ing := range []*TraceIngester{ing1, ing2} {
+		if err := push(ctx, serveGRPC(t, ing), td); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ing1.FlushAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	heads := StaticHeads(NewQueryClient(serveGRPC(t, ing1)), NewQueryClient(serveGRPC(t, ing2)))
+	q := testQuerier(t, bkt, heads)
+	got, found, err := q.TraceByID(ctx, testTraceID(5, 3), time.Time{}, time.Time{})
+	if err != nil || !found {
+		t.Fatal(found, err)
+	}
+	if got.SpanCount() != 4 {
+		t.Fatalf("got %d spans from 2 replicas + block, want 4 after dedup", got.SpanCount())
+	}
+	spanIDs(t, got) // fails on duplicates
+	res, err := q.Search(ctx, SearchRequest{Limit: 100})
+	if err != nil || len(res) != 10 {
+		t.Fatalf("search: %d %v", len(res), err)
+	}
+	for _, s := range res {
+		if s.SpanCount != 4 {
+			t.Fatalf("summary %s span count %d, want 4", s.TraceID, s.SpanCount)
+		}
+	}
+}
+
+func TestBlockCutCarriesActiveTraces(t *testing.T) {
+	bkt := newTestBucket(t)
+	cfg := testIngesterConfig(t.TempDir())
+	cfg.TraceIdlePeriod = time.Hour // every trace counts as active
+	ing := startIngester(t, cfg, bkt, nil)
+	ctx := tenantCtx("t1")
+	if _, err := ing.Export(ctx, exportReq(genTraces(genOpts{traces: 2, seed: 1}))); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := ing.headFor("t1")
+	// A non-forced cut keeps active traces in the head (re-logged to the new segment).
+	if err := ing.cut(h, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := ing.uploadPending(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	if h.cur.spans != 8 {
+		t.Fatalf("head has %d spans after cut, want 8 carried", h.cur.spans)
+	}
+	// Restart: the carried spans must come back from the new WAL segment.
+	if err := ing.stopping(nil); err != nil {
+		t.Fatal(err)
+	}
+	ing2 := startIngester(t, cfg, bkt, nil)
+	got, found, err := ing2.TraceByID(ctx, testTraceID(1, 0), time.Time{}, time.Time{})
+	if err != nil || !found || got.SpanCount() != 4 {
+		t.Fatalf("carried trace after restart: found=%v spans=%d err=%v", found, got.SpanCount(), err)
+	}
+}
+
+func TestBloomFilter(t *testing.T) {
+	const n = 10000
+	b := newBloom(n, 0.01)
+	for i := 0; i < n; i++ {
+		b.add(testTraceID(1, i))
+	}
+	b2, err := unmarshalBloom(b.marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if !b2.mayContain(testTraceID(1, i)) {
+			t.Fatalf("false negative for %d", i)
+		}
+	}
+	fp := 0
+	for i := 0; i < n; i++ {
+		if b2.mayContain(testTraceID(2, i)) {
+			fp++
+		}
+	}
+	if fp > n*3/100 {
+		t.Fatalf("false positive rate %d/%d, want about 1%%", fp, n)
+	}
+	if _, err := unmarshalBloom([]byte("VTBF\x01")); err == nil {
+		t.Fatal("truncated bloom accepted")
+	}
+}
+
+func TestBuildBlockRowGroupsNeverSplitTraces(t *testing.T) {
+	rows := tracesToRows(genTraces(genOpts{traces: 50, spansPerTrace: 7, seed: 9}))
+	sortRows(rows)
+	b, err := buildBlock(ulid.Make(), "t1", rows, 10, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ix blockIndex
+	if err := jsonUnmarshal(b.files[blockIndexFile], &ix); err != nil {
+		t.Fatal(err)
+	}
+	if len(ix.RowGroups) < 10 {
+		t.Fatalf("only %d row groups", len(ix.RowGroups))
+	}
+	for i := 1; i < len(ix.RowGroups); i++ {
+		if ix.RowGroups[i].MinTraceID <= ix.RowGroups[i-1].MaxTraceID {
+			t.Fatalf("row groups %d and %d overlap in trace IDs", i-1, i)
+		}
+	}
+	if b.meta.Traces != 50 || b.meta.Spans != 350 {
+		t.Fatalf("meta = %+v", b.meta)
+	}
+}
