@@ -2,8 +2,8 @@ package tracestore
 
 import (
 	"context"
-	"encoding/json"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"testing"
