@@ -275,3 +275,46 @@ type failingBucket struct{ objstore.Bucket }
 func (b *failingBucket) Upload(context.Context, string, io.Reader, ...objstore.ObjectUploadOption) error {
 	return io.ErrUnexpectedEOF
 }
+
+func TestPeriodicHeadCompactionShipsBlocks(t *testing.T) {
+	bkt := objstore.NewInMemBucket()
+	cfg := testConfig(t)
+	cfg.BlockRange = time.Minute
+	cfg.CompactionInterval = 50 * time.Millisecond
+	cfg.HeadCompactionIdleTimeout = 0
+	ing := startIngester(t, cfg, nil, bkt)
+
+	// A head spanning more than 1.5 block ranges has its oldest range cut into a block
+	// by the regular schedule, without any flush.
+	base := time.Now().Add(-time.Hour).Truncate(time.Minute).UnixMilli()
+	pushN(t, ing, "t1", base, 12) // 12 samples 15s apart: 2m45s of data
+	waitFor(t, 30*time.Second, "a block shipped by the compaction loop", func() bool {
+		for name := range bkt.Objects() {
+			if strings.HasSuffix(name, "/meta.json") {
+				return true
+			}
+		}
+		return false
+	})
+	u := ing.getTSDB("t1")
+	if u.db.Head().MinTime() <= base {
+		t.Fatalf("head still starts at %d, compaction did not truncate it", u.db.Head().MinTime())
+	}
+}
+
+func TestIdleHeadIsCompacted(t *testing.T) {
+	bkt := objstore.NewInMemBucket()
+	cfg := testConfig(t)
+	cfg.CompactionInterval = 50 * time.Millisecond
+	cfg.HeadCompactionIdleTimeout = time.Millisecond
+	ing := startIngester(t, cfg, nil, bkt)
+	pushN(t, ing, "t1", time.Now().Add(-time.Hour).UnixMilli(), 3)
+	waitFor(t, 30*time.Second, "the idle head to be cut and shipped", func() bool {
+		for name := range bkt.Objects() {
+			if strings.HasSuffix(name, "/meta.json") {
+				return true
+			}
+		}
+		return false
+	})
+}
