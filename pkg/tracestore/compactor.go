@@ -1,0 +1,348 @@
+package tracestore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/thanos-io/objstore"
+)
+
+// CompactorConfig configures trace block compaction and retention.
+type CompactorConfig struct {
+	Interval      time.Duration `yaml:"interval"`
+	Retention     time.Duration `yaml:"retention"`
+	Window        time.Duration `yaml:"window"`
+	MaxBlockSpans int           `yaml:"max_block_spans"`
+	DeletionDelay time.Duration `yaml:"deletion_delay"`
+	RowGroupSpans int           `yaml:"row_group_spans"`
+}
+
+// RegisterFlags registers the trace compactor flags.
+func (c *CompactorConfig) RegisterFlags(f *flag.FlagSet) {
+	f.DurationVar(&c.Interval, "traces.compaction-interval", 5*time.Minute, "How often the trace compactor runs.")
+	f.DurationVar(&c.Retention, "traces.retention", 14*24*time.Hour, "Delete trace blocks whose newest span is older than this; 0 keeps them forever.")
+	f.DurationVar(&c.Window, "traces.compaction-window", time.Hour, "Trace blocks whose earliest span falls in the same window are merged.")
+	f.IntVar(&c.MaxBlockSpans, "traces.compaction.max-block-spans", 5_000_000, "Do not merge blocks into one holding more spans than this (bounds compactor memory).")
+	f.DurationVar(&c.DeletionDelay, "traces.deletion-delay", 10*time.Minute, "Time between marking a trace block for deletion and deleting it; must exceed the queriers' block sync interval.")
+	f.IntVar(&c.RowGroupSpans, "traces.compaction.row-group-spans", 4096, "Target spans per Parquet row group in compacted blocks.")
+}
+
+// Validate checks the config.
+func (c *CompactorConfig) Validate() error {
+	if c.Interval <= 0 {
+		return errors.New("traces.compaction-interval: must be positive")
+	}
+	if c.Window <= 0 {
+		return errors.New("traces.compaction-window: must be positive")
+	}
+	if c.Retention < 0 {
+		return errors.New("traces.retention: must not be negative")
+	}
+	if c.MaxBlockSpans <= 0 {
+		return errors.New("traces.compaction.max-block-spans: must be positive")
+	}
+	return nil
+}
+
+// deletionMark is written to <block>/deletion-mark.json and copied to
+// <tenant>/traces/markers/<ULID>-deletion-mark.json (what readers list).
+type deletionMark struct {
+	ID           ulid.ULID `json:"id"`
+	DeletionTime int64     `json:"deletion_time"` // unix seconds
+	Reason       string    `json:"reason"`
+	Version      int       `json:"version"`
+}
+
+// TraceCompactor merges small trace blocks, deduplicates replicated spans and
+// applies retention, for every tenant in the bucket.
+type TraceCompactor struct {
+	services.Service
+	cfg    CompactorConfig
+	bkt    objstore.Bucket
+	logger *slog.Logger
+	now    func() time.Time
+
+	compactions prometheus.Counter
+	deleted     prometheus.Counter
+	failures    prometheus.Counter
+}
+
+// NewTraceCompactor builds the compactor; bkt is the root bucket.
+func NewTraceCompactor(cfg CompactorConfig, bkt objstore.Bucket, logger *slog.Logger, reg prometheus.Registerer) (*TraceCompactor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	c := &TraceCompactor{
+		cfg: cfg, bkt: bkt, logger: logger, now: time.Now,
+		compactions: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "vigil_trace_compactor_compactions_total", Help: "Trace block merges completed.",
+		}),
+		deleted: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "vigil_trace_compactor_blocks_deleted_total", Help: "Trace blocks deleted (compacted or past retention).",
+		}),
+		failures: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "vigil_trace_compactor_failures_total", Help: "Failed trace compaction passes of a tenant.",
+		}),
+	}
+	c.Service = services.NewTimerService(cfg.Interval, nil, c.iteration, nil)
+	return c, nil
+}
+
+func (c *TraceCompactor) iteration(ctx context.Context) error {
+	// A failing tenant must not stop the service; it is retried next time.
+	_ = c.RunOnce(ctx)
+	return nil
+}
+
+// RunOnce runs one pass over every tenant.
+func (c *TraceCompactor) RunOnce(ctx context.Context) error {
+	var tenants []string
+	err := c.bkt.Iter(ctx, "", func(name string) error {
+		if strings.HasSuffix(name, "/") {
+			t := strings.TrimSuffix(name, "/")
+			if validateTenant(t) == nil {
+				tenants = append(tenants, t)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list tenants: %w", err)
+	}
+	var errs []error
+	for _, t := range tenants {
+		if err := c.CompactTenant(ctx, t); err != nil {
+			c.failures.Inc()
+			c.logger.Error("trace compaction failed", "tenant", t, "err", err)
+			errs = append(errs, fmt.Errorf("tenant %s: %w", t, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type blockState struct {
+	id     ulid.ULID
+	meta   *BlockMeta // nil: incomplete upload
+	marked *deletionMark
+}
+
+func (c *TraceCompactor) listBlocks(ctx context.Context, bkt objstore.Bucket) ([]*blockState, error) {
+	marks := map[ulid.ULID]*deletionMark{}
+	err := bkt.Iter(ctx, path.Join(tracesDir, "markers")+"/", func(name string) error {
+		b, err := readObject(ctx, bkt, name)
+		if err != nil {
+			return err
+		}
+		var m deletionMark
+		if err := json.Unmarshal(b, &m); err != nil {
+			return fmt.Errorf("decode %s: %w", name, err)
+		}
+		marks[m.ID] = &m
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list deletion marks: %w", err)
+	}
+	var out []*blockState
+	err = bkt.Iter(ctx, tracesDir+"/", func(name string) error {
+		id, err := ulid.Parse(path.Base(strings.TrimSuffix(name, "/")))
+		if err != nil {
+			return nil
+		}
+		st := &blockState{id: id, marked: marks[id]}
+		m, err := readMeta(ctx, bkt, id)
+		switch {
+		case err == nil:
+			st.meta = m
+		case isNotFound(bkt, err):
+		default:
+			return err
+		}
+		out = append(out, st)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list trace blocks: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id.Compare(out[j].id) < 0 })
+	return out, nil
+}
+
+// CompactTenant runs one compaction, retention and deletion pass for a tenant.
+func (c *TraceCompactor) CompactTenant(ctx context.Context, tenant string) error {
+	bkt := objstore.NewPrefixedBucket(c.bkt, tenant)
+	blocks, err := c.listBlocks(ctx, bkt)
+	if err != nil {
+		return err
+	}
+	now := c.now()
+	var live []*blockState
+	for _, b := range blocks {
+		switch {
+		case b.marked != nil:
+			if now.Sub(time.Unix(b.marked.DeletionTime, 0)) >= c.cfg.DeletionDelay {
+				if err := c.deleteBlock(ctx, bkt, b.id); err != nil {
+					return err
+				}
+			}
+		case b.meta == nil:
+			// An upload that never finished (its meta.json is missing).
+			// Give in-flight uploads plenty of time before cleaning up.
+			if now.Sub(ulid.Time(b.id.Time())) > 2*c.cfg.DeletionDelay+time.Hour {
+				if err := c.deleteBlock(ctx, bkt, b.id); err != nil {
+					return err
+				}
+			}
+		case c.cfg.Retention > 0 && now.Sub(time.Unix(0, b.meta.MaxTime)) > c.cfg.Retention:
+			if err := c.markDeleted(ctx, bkt, b.id, "retention"); err != nil {
+				return err
+			}
+		default:
+			live = append(live, b)
+		}
+	}
+	return c.compactGroups(ctx, tenant, bkt, live)
+}
+
+func (c *TraceCompactor) compactGroups(ctx context.Context, tenant string, bkt objstore.Bucket, live []*blockState) error {
+	groups := map[int64][]*blockState{}
+	var keys []int64
+	for _, b := range live {
+		w := b.meta.MinTime / int64(c.cfg.Window)
+		if _, ok := groups[w]; !ok {
+			keys = append(keys, w)
+		}
+		groups[w] = append(groups[w], b)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	for _, k := range keys {
+		var batch []*blockState
+		spans := 0
+		for _, b := range groups[k] {
+			if b.meta.Spans >= c.cfg.MaxBlockSpans {
+				continue // already full size
+			}
+			if spans+b.meta.Spans > c.cfg.MaxBlockSpans && len(batch) >= 2 {
+				break
+			}
+			batch = append(batch, b)
+			spans += b.meta.Spans
+		}
+		if len(batch) < 2 {
+			continue
+		}
+		if err := c.merge(ctx, tenant, bkt, batch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// merge writes one block with the deduplicated spans of batch, then marks
+// the inputs for deletion. A crash in between leaves duplicates that readers
+// deduplicate and the next pass merges again.
+func (c *TraceCompactor) merge(ctx context.Context, tenant string, bkt objstore.Bucket, batch []*blockState) error {
+	var rows []spanRow
+	level := 0
+	srcSet := map[ulid.ULID]bool{}
+	for _, b := range batch {
+		data, err := readObject(ctx, bkt, path.Join(tracesDir, b.id.String(), blockDataFile))
+		if err != nil {
+			return err
+		}
+		rs, err := readAllSpans(data)
+		if err != nil {
+			return fmt.Errorf("block %s: %w", b.id, err)
+		}
+		rows = append(rows, rs...)
+		if b.meta.Level > level {
+			level = b.meta.Level
+		}
+		if len(b.meta.Sources) == 0 {
+			srcSet[b.id] = true
+		}
+		for _, s := range b.meta.Sources {
+			srcSet[s] = true
+		}
+	}
+	in := len(rows)
+	sortRows(rows)
+	rows = dedupSorted(rows)
+	sources := make([]ulid.ULID, 0, len(srcSet))
+	for s := range srcSet {
+		sources = append(sources, s)
+	}
+	sort.Slice(sources, func(i, j int) bool { return sources[i].Compare(sources[j]) < 0 })
+	id := ulid.MustNew(ulid.Timestamp(c.now()), ulid.DefaultEntropy())
+	built, err := buildBlock(id, tenant, rows, c.cfg.RowGroupSpans, level+1, sources)
+	if err != nil {
+		return fmt.Errorf("build compacted block: %w", err)
+	}
+	if err := uploadBlock(ctx, bkt, built); err != nil {
+		return err
+	}
+	for _, b := range batch {
+		if err := c.markDeleted(ctx, bkt, b.id, "compacted into "+id.String()); err != nil {
+			return err
+		}
+	}
+	c.compactions.Inc()
+	c.logger.Info("compacted trace blocks", "tenant", tenant, "block", id, "inputs", len(batch), "spans_in", in, "spans_out", len(rows))
+	return nil
+}
+
+func (c *TraceCompactor) markDeleted(ctx context.Context, bkt objstore.Bucket, id ulid.ULID, reason string) error {
+	b, err := json.Marshal(deletionMark{ID: id, DeletionTime: c.now().Unix(), Reason: reason, Version: 1})
+	if err != nil {
+		return fmt.Errorf("encode deletion mark: %w", err)
+	}
+	if err := bkt.Upload(ctx, path.Join(tracesDir, id.String(), blockDeletionMark), bytes.NewReader(b)); err != nil {
+		return fmt.Errorf("mark block %s deleted: %w", id, err)
+	}
+	if err := bkt.Upload(ctx, markerPath(id), bytes.NewReader(b)); err != nil {
+		return fmt.Errorf("mark block %s deleted: %w", id, err)
+	}
+	return nil
+}
+
+// deleteBlock removes meta.json first so a half-deleted block is never seen
+// as complete, then the other files, then the marker copy.
+func (c *TraceCompactor) deleteBlock(ctx context.Context, bkt objstore.Bucket, id ulid.ULID) error {
+	dir := path.Join(tracesDir, id.String())
+	if err := bkt.Delete(ctx, path.Join(dir, blockMetaFile)); err != nil && !isNotFound(bkt, err) {
+		return fmt.Errorf("delete block %s: %w", id, err)
+	}
+	var names []string
+	if err := bkt.Iter(ctx, dir+"/", func(name string) error {
+		names = append(names, name)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list block %s: %w", id, err)
+	}
+	for _, n := range names {
+		if err := bkt.Delete(ctx, n); err != nil && !isNotFound(bkt, err) {
+			return fmt.Errorf("delete %s: %w", n, err)
+		}
+	}
+	if err := bkt.Delete(ctx, markerPath(id)); err != nil && !isNotFound(bkt, err) {
+		return fmt.Errorf("delete marker of %s: %w", id, err)
+	}
+	c.deleted.Inc()
+	return nil
+}
