@@ -37,6 +37,7 @@ type agentL7Event struct {
 	Dport    uint16
 	Saddr    [16]uint8
 	Daddr    [16]uint8
+	Comm     [16]int8
 	Data     [512]uint8
 }
 

@@ -1,6 +1,7 @@
 package ebpf
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -37,6 +38,8 @@ type L7Event struct {
 	// may exceed len(Data).
 	Size          int64
 	Local, Remote netip.AddrPort
+	// Comm is the thread's command name at the time of the syscall.
+	Comm string
 	// Data aliases an internal buffer: it is valid only during the handler
 	// call.
 	Data []byte
@@ -133,6 +136,13 @@ func (e *L7Event) decode(b []byte) error {
 	family := le.Uint16(b[34:])
 	e.Local = addrPort(family, b[40:56], le.Uint16(b[36:]))
 	e.Remote = addrPort(family, b[56:72], le.Uint16(b[38:]))
+	comm := b[72:88]
+	if i := bytes.IndexByte(comm, 0); i >= 0 {
+		comm = comm[:i]
+	}
+	if string(comm) != e.Comm {
+		e.Comm = string(comm)
+	}
 	if n > len(b)-l7HeaderSize {
 		n = len(b) - l7HeaderSize
 	}

@@ -21,7 +21,7 @@ func TestEventLayout(t *testing.T) {
 	if got := unsafe.Offsetof(agentL7Event{}.Daddr); got != 56 {
 		t.Fatalf("l7_event.daddr offset = %d", got)
 	}
-	if l7HeaderSize != 72 {
+	if l7HeaderSize != 88 || unsafe.Offsetof(agentL7Event{}.Comm) != 72 {
 		t.Fatalf("l7_event header = %d", l7HeaderSize)
 	}
 	if got := unsafe.Offsetof(agentTcpEvent{}.Daddr); got != 64 || tcpEventSize != 80 {

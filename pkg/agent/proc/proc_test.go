@@ -131,6 +131,10 @@ func TestResolverReadsProcfs(t *testing.T) {
 	if got := r.Lookup(999).ServiceName; got != "pid-999" {
 		t.Fatalf("missing pid = %q", got)
 	}
+	// An exited process is named by the comm the kernel reported.
+	if got := r.LookupHint(1000, "psql"); got.ServiceName != "psql" || got.Source != "comm" {
+		t.Fatalf("exited pid with comm = %+v", got)
+	}
 }
 
 func TestResolverSelf(t *testing.T) {

@@ -37,7 +37,12 @@ func NewResolver(procRoot string) *Resolver {
 }
 
 // Lookup returns the identity of pid, reading procfs on first use.
-func (r *Resolver) Lookup(pid uint32) Info {
+func (r *Resolver) Lookup(pid uint32) Info { return r.LookupHint(pid, "") }
+
+// LookupHint is Lookup with the command name the kernel reported with the
+// event: when the process already exited (procfs is gone), the command name
+// is the best name left.
+func (r *Resolver) LookupHint(pid uint32, comm string) Info {
 	r.mu.Lock()
 	info, ok := r.cache[pid]
 	r.mu.Unlock()
@@ -45,6 +50,13 @@ func (r *Resolver) Lookup(pid uint32) Info {
 		return info
 	}
 	info = r.read(pid)
+	if info.Source == "pid" {
+		if comm == "" {
+			// Not cached: a later event may carry the command name.
+			return info
+		}
+		info.ServiceName, info.Source, info.Exe = comm, "comm", comm
+	}
 	r.mu.Lock()
 	r.cache[pid] = info
 	r.mu.Unlock()

@@ -90,6 +90,9 @@ struct l7_event {
 	u16 dport;
 	u8 saddr[16];
 	u8 daddr[16];
+	// comm names the process even if it exits before user space reads the
+	// event (short-lived clients such as CLIs and cron jobs).
+	char comm[16];
 	u8 data[MAX_PAYLOAD];
 };
 
@@ -174,12 +177,13 @@ static __always_inline void sk_addrs(struct sock *sk, u16 *family, u16 *sport, u
 	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	*sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	*dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	// BPF_CORE_READ_INTO copies sizeof(*dst) bytes: cast to the field type.
 	if (*family == AF_INET) {
-		BPF_CORE_READ_INTO(saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(daddr, sk, __sk_common.skc_daddr);
+		BPF_CORE_READ_INTO((__be32 *)saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__be32 *)daddr, sk, __sk_common.skc_daddr);
 	} else {
-		BPF_CORE_READ_INTO(saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO((struct in6_addr *)saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)daddr, sk, __sk_common.skc_v6_daddr);
 	}
 }
 
@@ -308,6 +312,7 @@ static __always_inline int io_exit(long ret)
 	e->dport = sv->dport;
 	__builtin_memcpy(e->saddr, sv->saddr, 16);
 	__builtin_memcpy(e->daddr, sv->daddr, 16);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	u32 n = avail > MAX_PAYLOAD ? MAX_PAYLOAD : (u32)avail;
 	e->len = n;
 	if (bpf_probe_read_user(e->data, n, (void *)src))

@@ -250,6 +250,23 @@ func TestTrackerHTTPServerAndClient(t *testing.T) {
 	if !ok || ex.Role != RoleServer || ex.Request.Method != "POST" || Route(ex.Request.Path) != "/users/{id}" || ex.Response.Status != 201 || ex.End-ex.Start != 500 {
 		t.Fatalf("server exchange = %+v %v", ex, ok)
 	}
+	// Go's server reads the first byte of the next keep-alive request alone.
+	tr.Feed(seg(4, 2000, false, "G"))
+	tr.Feed(seg(4, 2100, false, "ET /users/8 HTTP/1.1\r\n\r\n"))
+	ex, ok = tr.Feed(seg(4, 2300, true, "HTTP/1.1 200 OK\r\n\r\n"))
+	if !ok || ex.Request.Method != "GET" || ex.Request.Path != "/users/8" || ex.End-ex.Start != 300 {
+		t.Fatalf("split request = %+v %v", ex, ok)
+	}
+	// A short body tail followed by the next request: the request still parses.
+	tr.Feed(seg(4, 3000, false, "POST /x HTTP/1.1\r\n\r\n"))
+	tr.Feed(seg(4, 3001, false, "{}"))
+	tr.Feed(seg(4, 3002, true, "HTTP/1.1 200 OK\r\n\r\n"))
+	tr.Feed(seg(4, 3003, false, "{}"))
+	tr.Feed(seg(4, 3004, false, "GET /y HTTP/1.1\r\n\r\n"))
+	ex, ok = tr.Feed(seg(4, 3010, true, "HTTP/1.1 204 No Content\r\n\r\n"))
+	if !ok || ex.Request.Path != "/y" || ex.Start != 3004 {
+		t.Fatalf("after body tail = %+v %v", ex, ok)
+	}
 	// Client side, pipelined: FIFO pairing.
 	tr.Feed(seg(5, 10, true, "GET /a HTTP/1.1\r\n\r\n"))
 	tr.Feed(seg(5, 20, true, "GET /b HTTP/1.1\r\n\r\n"))

@@ -68,7 +68,16 @@ type conn struct {
 	// still unknown; connections that never look like a known protocol
 	// (TLS, custom binary) are then ignored cheaply.
 	failures int
+	// carry holds a short unparsable read to be joined with the next one in
+	// the same direction: Go's net/http server reads the first byte of the
+	// next keep-alive request on its own (a 1-byte background read).
+	carry       []byte
+	carryEgress bool
+	carryTS     uint64
 }
+
+// maxCarry is the longest fragment kept for joining.
+const maxCarry = 16
 
 // Limits that keep the tracker's memory bounded whatever the traffic.
 const (
@@ -116,15 +125,37 @@ func (t *Tracker) Feed(s Segment) (Exchange, bool) {
 	if len(s.Data) == 0 {
 		return Exchange{}, false
 	}
+	requestDir := c.role == RoleUnknown || (c.role == RoleClient) == s.Egress
+	if len(c.carry) > 0 && c.carryEgress == s.Egress && !s.Datagram {
+		joined := append(c.carry, s.Data...)
+		ts := c.carryTS
+		c.carry = nil
+		if ex, ok, parsed := t.feed(c, s, joined, ts); parsed {
+			return ex, ok
+		}
+		// The fragment was not the start of this message (e.g. the tail
+		// of a request body): parse the segment on its own.
+	}
+	c.carry = nil
+	ex, ok, parsed := t.feed(c, s, s.Data, s.Timestamp)
+	if !parsed && requestDir && len(s.Data) < maxCarry && !s.Datagram {
+		c.carry = append([]byte(nil), s.Data...)
+		c.carryEgress, c.carryTS = s.Egress, s.Timestamp
+	}
+	return ex, ok
+}
 
+// feed handles one (possibly joined) segment; parsed reports whether data
+// was recognised as a message.
+func (t *Tracker) feed(c *conn, s Segment, data []byte, ts uint64) (Exchange, bool, bool) {
 	if c.role == RoleUnknown {
 		if c.failures >= maxDetectTries {
-			return Exchange{}, false
+			return Exchange{}, false, true
 		}
-		req, ok := ParseRequest(s.Data, s.Datagram)
+		req, ok := ParseRequest(data, s.Datagram)
 		if !ok {
 			c.failures++
-			return Exchange{}, false
+			return Exchange{}, false, false
 		}
 		c.proto = req.Protocol
 		if s.Egress {
@@ -132,23 +163,24 @@ func (t *Tracker) Feed(s Segment) (Exchange, bool) {
 		} else {
 			c.role = RoleServer
 		}
-		t.addRequest(c, req, s.Timestamp)
-		return Exchange{}, false
+		t.addRequest(c, req, ts)
+		return Exchange{}, false, true
 	}
 
 	requestDir := (c.role == RoleClient) == s.Egress
 	if requestDir {
-		if req, ok := parseRequestAs(c.proto, s.Data); ok {
-			t.addRequest(c, req, s.Timestamp)
+		req, ok := parseRequestAs(c.proto, data)
+		if ok {
+			t.addRequest(c, req, ts)
 		}
-		return Exchange{}, false
+		return Exchange{}, false, ok
 	}
 	if len(c.pending) == 0 {
-		return Exchange{}, false
+		return Exchange{}, false, true
 	}
-	resp, ok := ParseResponse(c.proto, s.Data)
+	resp, ok := ParseResponse(c.proto, data)
 	if !ok {
-		return Exchange{}, false
+		return Exchange{}, false, false
 	}
 	idx := 0
 	if c.proto == DNS {
@@ -160,18 +192,18 @@ func (t *Tracker) Feed(s Segment) (Exchange, bool) {
 			}
 		}
 		if idx < 0 {
-			return Exchange{}, false
+			return Exchange{}, false, true
 		}
 	}
 	p := c.pending[idx]
 	c.pending = append(c.pending[:idx], c.pending[idx+1:]...)
 	if p.req.Skip {
-		return Exchange{}, false
+		return Exchange{}, false, true
 	}
 	return Exchange{
 		PID: s.PID, FD: s.FD, Role: c.role, Local: s.Local, Remote: s.Remote,
-		Request: p.req, Response: resp, Start: p.ts, End: s.Timestamp,
-	}, true
+		Request: p.req, Response: resp, Start: p.ts, End: ts,
+	}, true, true
 }
 
 func (t *Tracker) addRequest(c *conn, req Request, ts uint64) {

@@ -1,0 +1,292 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// The traffic under test runs in child processes (this test binary re-run
+// in helper mode, python3, redis-cli, psql): the agent excludes its own
+// process, exactly as in production.
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("VIGIL_AGENT_HELPER"); mode != "" {
+		if err := runHelper(mode); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runHelper generates traffic, prints "done", then waits for stdin to close
+// so that the test decides when the process exits.
+func runHelper(mode string) error {
+	n, _ := strconv.Atoi(os.Getenv("HELPER_N"))
+	switch mode {
+	case "http":
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /users/{id}", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "user") })
+		mux.HandleFunc("POST /orders", func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			w.WriteHeader(http.StatusCreated)
+		})
+		go http.Serve(l, mux)
+		client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+		base := "http://" + l.Addr().String()
+		for i := 0; i < n; i++ {
+			resp, err := client.Get(fmt.Sprintf("%s/users/%d", base, 1000+i))
+			if err != nil {
+				return err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		for i := 0; i < 3; i++ {
+			resp, err := client.Post(base+"/orders", "application/json", strings.NewReader(`{"item":1}`))
+			if err != nil {
+				return err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		resp, err := client.Get(base + "/missing/x")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		fmt.Println("addr", l.Addr().String())
+	case "refused":
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return fmt.Errorf("dial %s unexpectedly succeeded", addr)
+		}
+		fmt.Println("addr", addr)
+	case "dns":
+		server := os.Getenv("HELPER_DNS")
+		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "udp", server)
+		}}
+		for i := 0; i < n; i++ {
+			// One A (answered) and one AAAA (NXDOMAIN) query each.
+			if _, err := r.LookupHost(context.Background(), fmt.Sprintf("host%d.vigil.test", i)); err != nil {
+				return err
+			}
+		}
+	case "http-client":
+		url := os.Getenv("HELPER_URL")
+		for i := 0; i < n; i++ {
+			resp, err := http.Get(fmt.Sprintf("%s/items/%d", url, i))
+			if err != nil {
+				return err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	default:
+		return fmt.Errorf("unknown helper mode %q", mode)
+	}
+	fmt.Println("done")
+	io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
+type helper struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines []string
+}
+
+// startHelper runs this binary in helper mode and waits for "done".
+func startHelper(t *testing.T, mode string, env ...string) *helper {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), append([]string{"VIGIL_AGENT_HELPER=" + mode}, env...)...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &helper{cmd: cmd, stdin: stdin}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "done" {
+			return h
+		}
+		h.lines = append(h.lines, line)
+	}
+	cmd.Wait()
+	t.Fatalf("helper %s exited before done: %v", mode, cmd.ProcessState)
+	return nil
+}
+
+func (h *helper) value(key string) string {
+	for _, l := range h.lines {
+		if k, v, ok := strings.Cut(l, " "); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the agent's eBPF tests need root; CI runs them as root")
+	}
+}
+
+func startAgent(t *testing.T, cfg Config) *Agent {
+	t.Helper()
+	requireRoot(t)
+	a, err := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Stop)
+	return a
+}
+
+// sampleCount sums the counter values / histogram sample counts of the
+// series of metric name whose labels include want.
+func sampleCount(t *testing.T, g prometheus.Gatherer, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if have[k] != v {
+					continue metrics
+				}
+			}
+			switch mf.GetType() {
+			case dto.MetricType_HISTOGRAM:
+				total += float64(m.GetHistogram().GetSampleCount())
+			case dto.MetricType_COUNTER:
+				total += m.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				total += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+// waitCount polls until the count reaches want (events are asynchronous),
+// then requires it to be exactly want.
+func waitCount(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	var got float64
+	for {
+		got = sampleCount(t, g, name, labels)
+		if got >= want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got != want {
+		t.Fatalf("%s%v = %v, want exactly %v\n%s", name, labels, got, want, dump(t, g, name))
+	}
+}
+
+func dump(t *testing.T, g prometheus.Gatherer, name string) string {
+	mfs, _ := g.Gather()
+	var b strings.Builder
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			fmt.Fprintf(&b, "  %v\n", m.GetLabel())
+		}
+	}
+	return b.String()
+}
+
+func TestHTTPGoServerAndClientExactCounts(t *testing.T) {
+	a := startAgent(t, Config{})
+	const n = 25
+	h := startHelper(t, "http", "HELPER_N="+strconv.Itoa(n), "OTEL_SERVICE_NAME=demo-http")
+	addr := h.value("addr")
+	host, port, _ := net.SplitHostPort(addr)
+	server := map[string]string{lService: "demo-http", "http_request_method": "GET", "http_response_status_code": "200",
+		"http_route": "/users/{id}", "server_address": host, "server_port": port,
+		lInstance: a.host + ":" + strconv.Itoa(h.cmd.Process.Pid)}
+	waitCount(t, a.Exported(), "http_server_request_duration_seconds", server, n)
+	client := map[string]string{lService: "demo-http", "http_request_method": "GET", "http_response_status_code": "200",
+		"http_route": "/users/{id}", "server_address": host, "server_port": port, lPeer: addr}
+	waitCount(t, a.Exported(), "http_client_request_duration_seconds", client, n)
+	waitCount(t, a.Exported(), "http_server_request_duration_seconds", map[string]string{lService: "demo-http",
+		"http_request_method": "POST", "http_response_status_code": "201", "http_route": "/orders"}, 3)
+	waitCount(t, a.Exported(), "http_client_request_duration_seconds", map[string]string{lService: "demo-http",
+		"http_request_method": "GET", "http_response_status_code": "404", "http_route": "/missing/x"}, 1)
+	// One keep-alive connection from the client to the server.
+	waitCount(t, a.Exported(), "tcp_connections_total", map[string]string{lService: "demo-http", "direction": "outbound", "result": "ok", lPeer: addr}, 1)
+	waitCount(t, a.Exported(), "tcp_connections_total", map[string]string{lService: "demo-http", "direction": "inbound", "result": "ok", lPeer: "127.0.0.1"}, 1)
+	if got := a.PeerService(addr); got != "demo-http" {
+		t.Fatalf("PeerService(%s) = %q", addr, got)
+	}
+}
+
+func TestRefusedConnectionCountedAsFailed(t *testing.T) {
+	a := startAgent(t, Config{})
+	h := startHelper(t, "refused", "OTEL_SERVICE_NAME=demo-refused")
+	waitCount(t, a.Exported(), "tcp_connections_total", map[string]string{lService: "demo-refused", "direction": "outbound",
+		"result": "failed", lPeer: h.value("addr")}, 1)
+	if got := sampleCount(t, a.Exported(), "tcp_connections_total", map[string]string{lService: "demo-refused", "result": "ok"}); got != 0 {
+		t.Fatalf("ok connections = %v", got)
+	}
+}
