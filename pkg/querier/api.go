@@ -3,10 +3,12 @@ package querier
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/grafana/dskit/user"
@@ -14,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/route"
 	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/notifications"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 )
@@ -73,18 +77,37 @@ func (q *Querier) NewAPIHandler(opts APIOptions) http.Handler {
 	if opts.TenantFromHTTP == nil {
 		opts.TenantFromHTTP = DefaultTenantFromHTTP
 	}
+	api := newPromAPI(q.engine, q, q, q.cfg.LookbackDelta, q.logger, opts.Version)
+	return q.withTenant(opts.TenantFromHTTP, newAPIRouter(api, q.serveMetadata))
+}
+
+// newAPIRouter routes the supported paths under /api/v1 to api, and metadata to md.
+func newAPIRouter(api *v1.API, md http.HandlerFunc) *mux.Router {
+	router := route.New().WithPrefix("/api/v1")
+	api.Register(router)
+	m := mux.NewRouter()
+	for _, p := range apiPaths {
+		m.Path("/api/v1" + p.path).Methods(p.methods...).Handler(router)
+	}
+	m.Path("/api/v1/metadata").Methods(http.MethodGet, http.MethodPost).HandlerFunc(md)
+	return m
+}
+
+// newPromAPI builds Prometheus' own API implementation over the given storage, with
+// everything Vigil does not have (targets, rules, admin, remote write) switched off.
+func newPromAPI(engine promql.QueryEngine, q storage.SampleAndChunkQueryable, eq storage.ExemplarQueryable, lookback time.Duration, logger *slog.Logger, version string) *v1.API {
 	// A private registry: the API's remote-read handler registers metrics we do not serve,
 	// and more than one API instance (tests) must not collide.
 	reg := prometheus.NewRegistry()
-	api := v1.NewAPI(
-		q.engine, q, nil, nil, q,
+	return v1.NewAPI(
+		engine, q, nil, nil, eq,
 		nil, nil, nil,
 		func() config.Config { return config.DefaultConfig },
 		map[string]string{},
 		v1.GlobalURLOptions{},
 		func(f http.HandlerFunc) http.HandlerFunc { return f },
 		nil, "", false,
-		q.logger,
+		logger,
 		nil,
 		0, 0, 0,
 		false,
@@ -93,7 +116,7 @@ func (q *Querier) NewAPIHandler(opts APIOptions) http.Handler {
 		func() (v1.RuntimeInfo, error) { return v1.RuntimeInfo{GoroutineCount: runtime.NumGoroutine()}, nil },
 		&v1.PrometheusVersion{
 			Version:   PrometheusCompatVersion,
-			Revision:  opts.Version,
+			Revision:  version,
 			Branch:    "vigil",
 			GoVersion: runtime.Version(),
 		},
@@ -104,21 +127,12 @@ func (q *Querier) NewAPIHandler(opts APIOptions) http.Handler {
 		false, nil,
 		false, false, false,
 		false,
-		q.cfg.LookbackDelta,
+		lookback,
 		false, false,
 		nil,
 		nil,
 		v1.OpenAPIOptions{},
 	)
-	router := route.New().WithPrefix("/api/v1")
-	api.Register(router)
-
-	m := mux.NewRouter()
-	for _, p := range apiPaths {
-		m.Path("/api/v1" + p.path).Methods(p.methods...).Handler(router)
-	}
-	m.Path("/api/v1/metadata").Methods(http.MethodGet, http.MethodPost).HandlerFunc(q.serveMetadata)
-	return q.withTenant(opts.TenantFromHTTP, m)
 }
 
 // RegisterHTTP mounts the Prometheus API under /prometheus/api/v1/ and /api/v1/ with the

@@ -11,8 +11,13 @@ import (
 	"github.com/thanos-io/thanos/pkg/exemplars/exemplarspb"
 	"github.com/thanos-io/thanos/pkg/metadata/metadatapb"
 	"github.com/thanos-io/thanos/pkg/store/storepb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
+	"github.com/vigil-obs/vigil/pkg/storegateway"
+	"github.com/vigil-obs/vigil/pkg/util/grpcutil"
 )
 
 // Client is what the querier needs from a backend (ingester or store-gateway). The
@@ -38,6 +43,39 @@ func NewClientFactory(cfg client.Config) ClientFactory {
 		}
 		return c, nil
 	}
+}
+
+// NewStoreGatewayClientFactory dials store-gateways. They serve the StoreAPI under their own
+// service names (storegateway.ServiceRenames), because in single-binary mode they share a
+// gRPC server, and so an address, with an ingester.
+func NewStoreGatewayClientFactory(cfg client.Config) ClientFactory {
+	return func(addr string) (Client, error) {
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+		conn, err := grpc.NewClient(addr, client.DialOptions(cfg)...)
+		if err != nil {
+			return nil, fmt.Errorf("dial store-gateway %s: %w", addr, err)
+		}
+		return storeGatewayClient{
+			StoreClient: grpcutil.NewStoreClient(conn, storegateway.StoreServiceName),
+			Closer:      conn,
+		}, nil
+	}
+}
+
+// storeGatewayClient serves only the StoreAPI; exemplars and metadata live in ingesters.
+type storeGatewayClient struct {
+	storepb.StoreClient
+	io.Closer
+}
+
+func (storeGatewayClient) Exemplars(context.Context, *exemplarspb.ExemplarsRequest, ...grpc.CallOption) (exemplarspb.Exemplars_ExemplarsClient, error) {
+	return nil, status.Error(codes.Unimplemented, "store-gateways hold no exemplars")
+}
+
+func (storeGatewayClient) MetricMetadata(context.Context, *metadatapb.MetricMetadataRequest, ...grpc.CallOption) (metadatapb.Metadata_MetricMetadataClient, error) {
+	return nil, status.Error(codes.Unimplemented, "store-gateways hold no metadata")
 }
 
 // clientPool keeps one client per address for the querier's lifetime.

@@ -82,8 +82,11 @@ type Deps struct {
 	Ingesters AddressSource
 	// StoreGateways defaults to Config.StoreGatewayAddresses.
 	StoreGateways AddressSource
-	// ClientFactory defaults to NewClientFactory(Config.Client).
+	// ClientFactory dials ingesters; it defaults to NewClientFactory(Config.Client).
 	ClientFactory ClientFactory
+	// StoreGatewayClientFactory dials store-gateways; it defaults to
+	// NewStoreGatewayClientFactory(Config.Client).
+	StoreGatewayClientFactory ClientFactory
 	// Subservices are started before and stopped after the querier (e.g. the ingester ring).
 	Subservices []services.Service
 	Logger      *slog.Logger
@@ -100,7 +103,8 @@ type Querier struct {
 	logger        *slog.Logger
 	ingesters     AddressSource
 	storeGateways AddressSource
-	pool          *clientPool
+	pool          *clientPool // ingesters
+	sgPool        *clientPool // store-gateways; may share addresses with pool
 	engine        *promql.Engine
 	subservices   *services.Manager
 	now           func() time.Time
@@ -128,12 +132,16 @@ func New(cfg Config, deps Deps) (*Querier, error) {
 	if deps.ClientFactory == nil {
 		deps.ClientFactory = NewClientFactory(cfg.Client)
 	}
+	if deps.StoreGatewayClientFactory == nil {
+		deps.StoreGatewayClientFactory = NewStoreGatewayClientFactory(cfg.Client)
+	}
 	q := &Querier{
 		cfg:           cfg,
 		logger:        deps.Logger,
 		ingesters:     deps.Ingesters,
 		storeGateways: deps.StoreGateways,
 		pool:          newClientPool(deps.ClientFactory),
+		sgPool:        newClientPool(deps.StoreGatewayClientFactory),
 		now:           time.Now,
 	}
 	q.engine = promql.NewEngine(EngineOpts(cfg, deps.Logger, deps.Registerer))
@@ -181,7 +189,7 @@ func (q *Querier) stopping(error) error {
 			errs = append(errs, fmt.Errorf("stop querier subservices: %w", err))
 		}
 	}
-	if err := q.pool.close(); err != nil {
+	if err := errors.Join(q.pool.close(), q.sgPool.close()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -254,7 +262,11 @@ func (q *Querier) fanOut(ctx context.Context, maxt int64, fn func(ctx context.Co
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c, err := q.pool.get(addr)
+				pool := q.pool
+				if g.kind == "store-gateway" {
+					pool = q.sgPool
+				}
+				c, err := pool.get(addr)
 				if err == nil {
 					err = fn(ctx, g.kind, addr, c)
 				}

@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/vigil-obs/vigil/pkg/querier/storeapi"
+	"github.com/vigil-obs/vigil/pkg/util/grpcutil"
 )
 
 // Config configures the store-gateway.
@@ -178,10 +179,17 @@ func (g *StoreGateway) stopping(error) error {
 	return errors.Join(errs...)
 }
 
+// Service names the store-gateway serves the Thanos StoreAPI and Info API under. Ingesters
+// and the querier serve the same APIs on the same gRPC server in single-binary mode, so the
+// store-gateway's copies have their own names; clients use grpcutil.NewStoreClient.
+const (
+	StoreServiceName = "vigil.storegateway.Store"
+	InfoServiceName  = "vigil.storegateway.Info"
+)
+
 // RegisterGRPC registers the StoreAPI and Info services.
-func (g *StoreGateway) RegisterGRPC(s *grpc.Server) {
-	storepb.RegisterStoreServer(s, g)
-	infopb.RegisterInfoServer(s, g)
+func (g *StoreGateway) RegisterGRPC(s grpc.ServiceRegistrar) {
+	grpcutil.RegisterStoreAPI(s, StoreServiceName, InfoServiceName, g)
 }
 
 // RegisterHTTP registers POST /store-gateway/sync, which syncs with the bucket right away.

@@ -34,6 +34,7 @@ import (
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
 	"github.com/vigil-obs/vigil/pkg/querier/storeapi"
 	"github.com/vigil-obs/vigil/pkg/storegateway/storegatewaytest"
+	"github.com/vigil-obs/vigil/pkg/util/grpcutil"
 )
 
 type sample struct {
@@ -76,6 +77,17 @@ func (s sample) Type() chunkenc.ValueType {
 	return chunkenc.ValFloat
 }
 
+// renamedInfoClient calls the Info API under the store-gateway's service name.
+type renamedInfoClient struct{ conn *grpc.ClientConn }
+
+func (c renamedInfoClient) Info(ctx context.Context, in *infopb.InfoRequest, opts ...grpc.CallOption) (*infopb.InfoResponse, error) {
+	out := new(infopb.InfoResponse)
+	if err := c.conn.Invoke(ctx, "/"+InfoServiceName+"/Info", in, out, opts...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 type harness struct {
 	t       *testing.T
 	bkt     objstore.Bucket
@@ -108,14 +120,14 @@ func newHarness(t *testing.T, cfgFn func(*Config)) *harness {
 			t.Errorf("stop store-gateway: %v", err)
 		}
 	})
-	addr := storegatewaytest.StartGRPC(t, h.gw.RegisterGRPC)
+	addr := storegatewaytest.StartGRPC(t, func(s *grpc.Server) { h.gw.RegisterGRPC(s) })
 	conn, err := grpc.NewClient(addr, client.DialOptions(client.DefaultConfig())...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	h.client = storepb.NewStoreClient(conn)
-	h.info = infopb.NewInfoClient(conn)
+	h.client = grpcutil.NewStoreClient(conn, StoreServiceName)
+	h.info = renamedInfoClient{conn: conn}
 	return h
 }
 
