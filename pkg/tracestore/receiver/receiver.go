@@ -320,10 +320,12 @@ func (r *Receiver) shard(ctx context.Context, tenant string, td ptrace.Traces) e
 			}
 		}
 	}
-	// The write continues if the client goes away mid-request: replicas
-	// that already got the spans should not be left alone with them.
+	// The write continues if the client goes away mid-request, and past
+	// the quorum: DoBatch returns once enough replicas acknowledged, while
+	// the remaining writes finish in the background. So the context is
+	// detached from the request and cancelled only by DoBatch's Cleanup,
+	// which runs after every callback has returned.
 	ctx, cancel := context.WithTimeout(user.InjectOrgID(context.WithoutCancel(ctx), tenant), r.cfg.RemoteTimeout)
-	defer cancel()
 	return ring.DoBatchWithOptions(ctx, r.writeOp, r.ring, keys, func(inst ring.InstanceDesc, idx []int) error {
 		c, err := r.client(inst.Addr)
 		if err != nil {
@@ -338,7 +340,7 @@ func (r *Receiver) shard(ctx context.Context, tenant string, td ptrace.Traces) e
 			return classify(inst.Addr, err)
 		}
 		return nil
-	}, ring.DoBatchOptions{IsClientError: isClientError})
+	}, ring.DoBatchOptions{IsClientError: isClientError, Cleanup: cancel})
 }
 
 // TraceToken is the ring token of a trace: fnv32a(tenant + trace ID bytes).

@@ -1,0 +1,96 @@
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// fuzzPost drives one body through a handler in-process and checks that
+// the answer is a decision, never a crash or a 5xx.
+func fuzzPost(t *testing.T, h http.Handler, ct string, body []byte, ok int) {
+	req := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
+	req.Header.Set("Content-Type", ct)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	switch rec.Code {
+	case ok, http.StatusBadRequest:
+	default:
+		t.Fatalf("status %d for %q: %s", rec.Code, body, rec.Body.String())
+	}
+}
+
+func FuzzZipkinJSON(f *testing.F) {
+	for _, seed := range []string{
+		`[]`,
+		`[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","id":"00f067aa0ba902b7","name":"get","kind":"SERVER","timestamp":1700000000000000,"duration":1000,"localEndpoint":{"serviceName":"a","ipv4":"10.0.0.1","port":80},"tags":{"http.path":"/"},"annotations":[{"timestamp":1700000000000100,"value":"ws"}]}]`,
+		`[{"traceId":"1","id":"2","parentId":"1","name":"x","debug":true,"shared":true,"remoteEndpoint":{"serviceName":"b","ipv6":"::1"}}]`,
+		`[{"traceId":"zz"}]`,
+		`{"not":"an array"}`,
+		`[{"traceId":"1","id":"1","timestamp":-5,"duration":-1}]`,
+	} {
+		f.Add([]byte(seed))
+	}
+	h := newHarness(f, false, staticLimits{attrs: 64, spanBytes: 1 << 16}, 1, 1)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fuzzPost(t, h.r.ZipkinHandler(), ctJSON, body, http.StatusAccepted)
+	})
+}
+
+func FuzzOTLPJSON(f *testing.F) {
+	for _, seed := range []string{
+		`{}`,
+		`{"resourceSpans":[]}`,
+		`{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"a"}}]},"scopeSpans":[{"scope":{"name":"s"},"spans":[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","parentSpanId":"00f067aa0ba902b8","name":"op","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000001000000","attributes":[{"key":"i","value":{"intValue":"5"}},{"key":"d","value":{"doubleValue":1.5}},{"key":"b","value":{"boolValue":true}},{"key":"arr","value":{"arrayValue":{"values":[{"stringValue":"x"}]}}},{"key":"kv","value":{"kvlistValue":{"values":[{"key":"k","value":{"bytesValue":"AAE="}}]}}}],"events":[{"name":"e","timeUnixNano":"1700000000000500000"}],"links":[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4737","spanId":"00f067aa0ba902b9"}],"status":{"code":2,"message":"bad"}}]}]}]}`,
+		`{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"","spanId":""}]}]}]}`,
+		`{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"xyz"}]}]}]}`,
+		`[`,
+	} {
+		f.Add([]byte(seed))
+	}
+	h := newHarness(f, false, staticLimits{attrs: 64, spanBytes: 1 << 16}, 1, 1)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fuzzPost(t, h.r.OTLPHTTPHandler(), ctJSON, body, http.StatusOK)
+	})
+}
+
+// BenchmarkOTLPGRPCReceive measures the receive path end to end: an OTLP
+// gRPC client exports batches of 100 realistic spans (10 attributes each)
+// to the receiver, which validates, rate-limits, shards and pushes them to
+// a fake ingester over loopback gRPC.
+func BenchmarkOTLPGRPCReceive(b *testing.B) {
+	h := newHarness(b, false, staticLimits{attrs: 128, spanBytes: 1 << 20}, 1, 1)
+	addr := h.grpcServer(b)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	client := ptraceotlp.NewGRPCClient(conn)
+	const batch = 100
+	td := makeTraces(batch, 10)
+	for i := 0; i < td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().Len(); i++ {
+		s := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(i)
+		s.SetName("GET /api/" + strings.Repeat("x", i%7))
+	}
+	req := ptraceotlp.NewExportRequestFromTraces(td)
+	// The fake ingester keeps what it receives; drop it between rounds so
+	// the benchmark measures the receiver, not a growing map.
+	h.ings[0].discard = true
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := client.Export(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "spans/s")
+}
