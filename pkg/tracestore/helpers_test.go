@@ -85,9 +85,12 @@ func genTraces(o genOpts) ptrace.Traces {
 			default:
 				sp.SetKind(ptrace.SpanKindServer)
 			}
-			st := start.Add(time.Duration(s) * time.Millisecond)
-			dur := time.Duration(10+rnd.Intn(5000)) * time.Microsecond
+			// Children get nanosecond jitter like real clocks; the root's
+			// start and duration stay exact so tests can assert on them.
+			st := start.Add(time.Duration(s)*time.Millisecond + time.Duration(rnd.Int63n(int64(time.Millisecond))))
+			dur := time.Duration(10_000 + rnd.Int63n(5_000_000))
 			if s == 0 {
+				st = start
 				dur = time.Duration(o.spansPerTrace+10) * time.Millisecond
 			}
 			sp.SetStartTimestamp(pcommon.NewTimestampFromTime(st))

@@ -1,0 +1,105 @@
+package tracestore
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// BenchmarkIngestGRPC measures spans/s acknowledged (fsynced to the WAL)
+// through the OTLP gRPC push, with concurrent clients as distributors send.
+func BenchmarkIngestGRPC(b *testing.B) {
+	ing := startIngester(b, testIngesterConfig(b.TempDir()), newTestBucket(b), nil)
+	cc := serveGRPC(b, ing)
+	const batches = 64
+	reqs := make([]ptrace.Traces, batches)
+	for i := range reqs {
+		reqs[i] = genTraces(genOpts{traces: 10, spansPerTrace: 10, attrsPerSpan: 10, seed: int64(i)})
+	}
+	spansPerBatch := reqs[0].SpanCount()
+	ctx := tenantCtx("bench")
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8) // 8 goroutines per core: distributors push concurrently
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			if err := push(ctx, cc, reqs[int(i)%batches]); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(n.Load())*float64(spansPerBatch)/time.Since(start).Seconds(), "spans/s")
+}
+
+// BenchmarkBlockBytesPerSpan builds a block from realistic spans (10
+// attributes, three services, events on some roots) and reports the stored
+// size per span: the data file alone and all block files together.
+func BenchmarkBlockBytesPerSpan(b *testing.B) {
+	td := genTraces(genOpts{traces: 20000, spansPerTrace: 8, attrsPerSpan: 10,
+		services: []string{"frontend", "cart", "checkout", "payment", "shipping"}, seed: 1})
+	rows := tracesToRows(td)
+	sortRows(rows)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var blk *builtBlock
+	for i := 0; i < b.N; i++ {
+		var err error
+		blk, err = buildBlock(ulid.Make(), "bench", rows, 4096, 1, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	total := 0
+	for _, f := range blk.files {
+		total += len(f)
+	}
+	data := float64(len(blk.files[blockDataFile])) / float64(len(rows))
+	all := float64(total) / float64(len(rows))
+	b.ReportMetric(data, "data-B/span")
+	b.ReportMetric(all, "block-B/span")
+	b.ReportMetric(float64(len(rows))*float64(b.N)/b.Elapsed().Seconds(), "spans/s")
+	fmt.Printf("block bytes per span: data.parquet %.1f, all files %.1f (%d spans)\n", data, all, len(rows))
+}
+
+// BenchmarkTraceByIDFromBucket looks up random traces in flushed blocks
+// through the Querier (bloom, cached index and footer, one row-group range).
+func BenchmarkTraceByIDFromBucket(b *testing.B) {
+	bkt := newTestBucket(b)
+	ing := startIngester(b, IngesterConfig{DataDir: b.TempDir(), MaxBlockDuration: time.Hour, MaxBlockBytes: 1 << 40,
+		CutCheckInterval: time.Hour, RowGroupSpans: 4096}, bkt, nil)
+	ctx := tenantCtx("bench")
+	const blocks, tracesPerBlock = 4, 25000
+	for blk := 0; blk < blocks; blk++ {
+		for part := 0; part < 5; part++ {
+			td := genTraces(genOpts{traces: tracesPerBlock / 5, spansPerTrace: 8, attrsPerSpan: 10, seed: int64(blk*10 + part)})
+			if _, err := ing.Export(ctx, exportReq(td)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := ing.FlushAll(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	q := testQuerier(b, bkt, nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		blk, part := i%blocks, (i/blocks)%5
+		id := testTraceID(int64(blk*10+part), (i*7919)%(tracesPerBlock/5))
+		_, found, err := q.TraceByID(ctx, id, time.Time{}, time.Time{})
+		if err != nil || !found {
+			b.Fatalf("trace %s: found=%v err=%v", id, found, err)
+		}
+	}
+}
