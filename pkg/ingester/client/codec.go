@@ -72,6 +72,11 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	pm := messageV2Of(v)
 	if pm == nil {
+		// Not a protobuf message we know, e.g. OpenTelemetry pdata requests: their package
+		// registers its own "proto" codec with gRPC, so hand over to whatever is registered.
+		if c := registeredCodec(); c != nil {
+			return c.Marshal(v)
+		}
 		return nil, fmt.Errorf("codec: cannot marshal %T: not a protobuf message", v)
 	}
 	b, err := proto.Marshal(pm)
@@ -79,6 +84,15 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 		return nil, fmt.Errorf("marshal %T: %w", v, err)
 	}
 	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+}
+
+// registeredCodec is the process-wide gRPC codec for CodecName, unless that is this codec.
+func registeredCodec() encoding.CodecV2 {
+	c := encoding.GetCodecV2(CodecName)
+	if _, self := c.(Codec); self {
+		return nil
+	}
+	return c
 }
 
 // Unmarshal implements encoding.CodecV2.
@@ -100,6 +114,9 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	pm := messageV2Of(v)
 	if pm == nil {
+		if c := registeredCodec(); c != nil {
+			return c.Unmarshal(data, v)
+		}
 		return fmt.Errorf("codec: cannot unmarshal into %T: not a protobuf message", v)
 	}
 	if err := proto.Unmarshal(buf, pm); err != nil {
