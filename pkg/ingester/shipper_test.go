@@ -192,13 +192,19 @@ func TestShippingAndRetention(t *testing.T) {
 
 	// Retention removes the local copies (the TSDB reloads blocks every second here).
 	u := ing.getTSDB("team-a")
+	// The TSDB unloads a block before it removes its directory: wait for both.
 	waitFor(t, 30*time.Second, "local blocks deleted after retention", func() bool {
-		return len(u.db.Blocks()) == 0
+		if len(u.db.Blocks()) != 0 {
+			return false
+		}
+		for id := range blockIDs {
+			if _, err := os.Stat(filepath.Join(cfg.DataDir, "tsdb", "team-a", id)); !os.IsNotExist(err) {
+				return false
+			}
+		}
+		return true
 	})
 	for id := range blockIDs {
-		if _, err := os.Stat(filepath.Join(cfg.DataDir, "tsdb", "team-a", id)); !os.IsNotExist(err) {
-			t.Fatalf("local block dir %s still there: %v", id, err)
-		}
 		if ok, err := fsBkt.Exists(context.Background(), path.Join("team-a", id, "meta.json")); err != nil || !ok {
 			t.Fatalf("bucket copy of %s gone: %v", id, err)
 		}

@@ -181,6 +181,12 @@ func (u *userTSDB) compactHead(ctx context.Context, force bool, blockRange time.
 			if minT < 0 && minT%rangeMs != 0 {
 				blockMaxT = (minT / rangeMs) * rangeMs
 			}
+			// The last block ends at the head's max time, not at the range boundary:
+			// otherwise its MaxTime lies in the future and retention (which looks at
+			// MaxTime) would keep it for up to a block range too long.
+			if blockMaxT > maxT {
+				blockMaxT = maxT + 1
+			}
 			if err := ctx.Err(); err != nil {
 				return err
 			}
