@@ -3,6 +3,7 @@ package tracestore
 import (
 	"context"
 	"fmt"
+	"sort"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,14 +93,62 @@ func BenchmarkTraceByIDFromBucket(b *testing.B) {
 		}
 	}
 	q := testQuerier(b, bkt, nil)
+	lat := make([]time.Duration, 0, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		blk, part := i%blocks, (i/blocks)%5
 		id := testTraceID(int64(blk*10+part), (i*7919)%(tracesPerBlock/5))
+		t0 := time.Now()
 		_, found, err := q.TraceByID(ctx, id, time.Time{}, time.Time{})
+		lat = append(lat, time.Since(t0))
 		if err != nil || !found {
 			b.Fatalf("trace %s: found=%v err=%v", id, found, err)
 		}
 	}
+	reportPercentiles(b, lat)
+}
+
+// BenchmarkSearchBucket searches one hour of blocks by service + attribute.
+func BenchmarkSearchBucket(b *testing.B) {
+	bkt := newTestBucket(b)
+	ing := startIngester(b, IngesterConfig{DataDir: b.TempDir(), MaxBlockDuration: time.Hour, MaxBlockBytes: 1 << 40,
+		CutCheckInterval: time.Hour, RowGroupSpans: 4096}, bkt, nil)
+	ctx := tenantCtx("bench")
+	hourAgo := time.Now().Add(-time.Hour)
+	const blocks = 4 // one per 15 minutes
+	for blk := 0; blk < blocks; blk++ {
+		td := genTraces(genOpts{traces: 10000, spansPerTrace: 8, attrsPerSpan: 10, seed: int64(blk),
+			base: hourAgo.Add(time.Duration(blk) * 15 * time.Minute)})
+		if _, err := ing.Export(ctx, exportReq(td)); err != nil {
+			b.Fatal(err)
+		}
+		if err := ing.FlushAll(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	q := testQuerier(b, bkt, nil)
+	req := SearchRequest{Service: "cart", Attributes: map[string]string{"http.status_code": "500"},
+		Start: hourAgo, End: time.Now(), Limit: 20}
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		res, err := q.Search(ctx, req)
+		lat = append(lat, time.Since(t0))
+		if err != nil || len(res) != 20 {
+			b.Fatalf("search: %d results, %v", len(res), err)
+		}
+	}
+	reportPercentiles(b, lat)
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }

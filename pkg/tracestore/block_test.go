@@ -167,6 +167,23 @@ func TestFlushDeleteHeadQueryFromBucket(t *testing.T) {
 		t.Fatalf("time range search: %d %v", len(res), err)
 	}
 
+	res, err = q.Search(ctx, SearchRequest{Service: "checkout", Limit: 1000})
+	if err != nil || len(res) != 300 {
+		t.Fatalf("service-only search: %d %v", len(res), err)
+	}
+	res, err = q.Search(ctx, SearchRequest{Service: "secret-svc", Limit: 1000})
+	if err != nil || len(res) != 0 {
+		t.Fatalf("another tenant's service matched: %d %v", len(res), err)
+	}
+	res, err = q.Search(ctx, SearchRequest{Service: "cart", Attributes: map[string]string{"http.method": "GET", "k8s.namespace.name": "prod"}, Limit: 1000})
+	if err != nil || len(res) != 300 {
+		t.Fatalf("span+resource attribute search: %d %v", len(res), err)
+	}
+	res, err = q.Search(ctx, SearchRequest{Attributes: map[string]string{"http.method": "PATCH"}, Limit: 1000})
+	if err != nil || len(res) != 0 {
+		t.Fatalf("unknown attribute value matched: %d %v", len(res), err)
+	}
+
 	svcs, err := q.Services(ctx, time.Time{}, time.Time{})
 	if err != nil || strings.Join(svcs, ",") != "cart,checkout,frontend" {
 		t.Fatalf("services = %v %v", svcs, err)

@@ -329,24 +329,33 @@ func (s *blockStore) Search(ctx context.Context, tenant string, req SearchReques
 		if len(candidates) == 0 {
 			continue
 		}
-		if !m.hasSpanConditions() {
+		if !m.hasSpanConditions() || m.serviceOnly() {
+			// The summary's service list answers a service-only search
+			// without touching the spans.
 			for _, c := range candidates {
-				found.add(*c)
+				if !m.serviceOnly() || containsString(c.Services, req.Service) {
+					found.add(*c)
+				}
 			}
 			continue
 		}
-		// Span-level conditions need the spans: scan the data file.
+		// Operation, kind and attribute conditions need the spans: scan the
+		// data file, decoding only the columns matching looks at.
 		data, err := readObject(ctx, objstore.NewPrefixedBucket(s.bkt, tenant), path.Join(tracesDir, meta.ULID.String(), blockDataFile))
 		if err != nil {
 			return nil, err
 		}
-		rows, err := readAllSpans(data)
+		rows, err := parquet.Read[searchRow](bytes.NewReader(data), int64(len(data)))
 		if err != nil {
-			return nil, fmt.Errorf("block %s: %w", meta.ULID, err)
+			return nil, fmt.Errorf("block %s: decode data file: %w", meta.ULID, err)
 		}
 		for i := range rows {
 			c, ok := candidates[rows[i].TraceID]
-			if !ok || !m.match(&rows[i]) {
+			if !ok {
+				continue
+			}
+			r := spanRow{Name: rows[i].Name, Kind: rows[i].Kind, Service: rows[i].Service, Attrs: rows[i].Attrs, Resource: rows[i].Resource}
+			if !m.match(&r) {
 				continue
 			}
 			found.add(*c)
@@ -384,4 +393,20 @@ func isNotFound(bkt objstore.BucketReader, err error) bool {
 		}
 	}
 	return false
+}
+
+// searchRow is the projection of data.parquet that span matching needs;
+// parquet-go skips the other columns (IDs, timestamps, events, links).
+type searchRow struct {
+	TraceID  [16]byte `parquet:"trace_id"`
+	Name     string   `parquet:"name"`
+	Kind     int32    `parquet:"kind"`
+	Service  string   `parquet:"service"`
+	Attrs    []byte   `parquet:"attrs"`
+	Resource []byte   `parquet:"resource"`
+}
+
+func containsString(list []string, s string) bool {
+	i := sort.SearchStrings(list, s)
+	return i < len(list) && list[i] == s
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/mux"
 	"github.com/grafana/dskit/middleware"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
@@ -402,4 +405,112 @@ func FuzzWALRecordDecode(f *testing.F) {
 			total += n
 		}
 	})
+}
+
+func countBlocks(t *testing.T, bkt objstore.Bucket, tenant string) int {
+	t.Helper()
+	return len(liveBlocks(t, bkt, tenant))
+}
+
+func TestBlockCutBySizeAndAge(t *testing.T) {
+	bkt := newTestBucket(t)
+	cfg := testIngesterConfig(t.TempDir())
+	cfg.MaxBlockBytes = 10 << 10
+	cfg.MaxBlockDuration = 30 * time.Minute
+	ing, err := NewTraceIngester(cfg, bkt, nil, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	var clockMu sync.Mutex
+	ing.now = func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return clock }
+	if err := services.StartAndAwaitRunning(context.Background(), ing); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), ing) })
+	ctx := tenantCtx("t1")
+
+	// Size: a push over MaxBlockBytes wakes the cut loop, which uploads.
+	if _, err := ing.Export(ctx, exportReq(genTraces(genOpts{traces: 50, spansPerTrace: 5, attrsPerSpan: 10, seed: 1}))); err != nil {
+		t.Fatal(err)
+	}
+	// Poll with a deadline: the upload happens on the service goroutine.
+	deadline := time.After(30 * time.Second)
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
+	for countBlocks(t, bkt, "t1") == 0 {
+		select {
+		case <-deadline:
+			t.Fatal("no block cut after exceeding max block bytes")
+		case <-poll.C:
+		}
+	}
+
+	// Age: a small head is not cut until it is MaxBlockDuration old.
+	if _, err := ing.Export(ctx, exportReq(genTraces(genOpts{traces: 1, seed: 2}))); err != nil {
+		t.Fatal(err)
+	}
+	if err := ing.cutDue(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if n := countBlocks(t, bkt, "t1"); n != 1 {
+		t.Fatalf("%d blocks before the head aged, want 1", n)
+	}
+	clockMu.Lock()
+	clock = clock.Add(31 * time.Minute)
+	clockMu.Unlock()
+	if err := ing.cutDue(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if n := countBlocks(t, bkt, "t1"); n != 2 {
+		t.Fatalf("%d blocks after the head aged, want 2", n)
+	}
+}
+
+func TestFlushHTTPEndpoint(t *testing.T) {
+	bkt := newTestBucket(t)
+	ing := startIngester(t, testIngesterConfig(t.TempDir()), bkt, nil)
+	if _, err := ing.Export(tenantCtx("t1"), exportReq(genTraces(genOpts{traces: 2, seed: 1}))); err != nil {
+		t.Fatal(err)
+	}
+	r := mux.NewRouter()
+	ing.RegisterHTTP(r)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/ingester/flush-traces", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if n := countBlocks(t, bkt, "t1"); n != 1 {
+		t.Fatalf("%d blocks after flush, want 1", n)
+	}
+}
+
+func TestAddrHeadSourceQueriesIngestersByAddress(t *testing.T) {
+	bkt := newTestBucket(t)
+	ing := startIngester(t, testIngesterConfig(t.TempDir()), bkt, nil)
+	cc := serveGRPC(t, ing)
+	if err := push(tenantCtx("t1"), cc, genTraces(genOpts{traces: 2, seed: 4})); err != nil {
+		t.Fatal(err)
+	}
+	addrs := []string{cc.Target()}
+	src := NewAddrHeadSource(func(context.Context) ([]string, error) { return addrs, nil })
+	defer src.Close()
+	q := testQuerier(t, bkt, src)
+	if _, found, err := q.TraceByID(tenantCtx("t1"), testTraceID(4, 1), time.Time{}, time.Time{}); err != nil || !found {
+		t.Fatalf("found=%v err=%v", found, err)
+	}
+	// A dead ingester next to a live one is tolerated; when all are dead the query fails.
+	addrs = []string{cc.Target(), "127.0.0.1:1"}
+	if _, found, err := q.TraceByID(tenantCtx("t1"), testTraceID(4, 1), time.Time{}, time.Time{}); err != nil || !found {
+		t.Fatalf("with one dead ingester: found=%v err=%v", found, err)
+	}
+	addrs = []string{"127.0.0.1:1"}
+	if _, err := q.Services(tenantCtx("t1"), time.Time{}, time.Time{}); err == nil {
+		t.Fatal("query succeeded with every ingester down")
+	}
 }

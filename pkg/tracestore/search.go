@@ -42,6 +42,11 @@ func (m *spanMatcher) hasSpanConditions() bool {
 	return m.req.Service != "" || m.req.Operation != "" || m.kind >= 0 || len(m.req.Attributes) > 0
 }
 
+// serviceOnly reports whether Service is the only span-level condition.
+func (m *spanMatcher) serviceOnly() bool {
+	return m.req.Service != "" && m.req.Operation == "" && m.kind < 0 && len(m.req.Attributes) == 0
+}
+
 // match reports whether one span satisfies all span-level conditions. Cheap
 // column comparisons go first; attribute blobs are decoded only when needed.
 func (m *spanMatcher) match(r *spanRow) bool {
