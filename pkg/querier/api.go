@@ -78,7 +78,7 @@ func (q *Querier) NewAPIHandler(opts APIOptions) http.Handler {
 		opts.TenantFromHTTP = DefaultTenantFromHTTP
 	}
 	api := newPromAPI(q.engine, q, q, q.cfg.LookbackDelta, q.logger, opts.Version)
-	return q.withTenant(opts.TenantFromHTTP, newAPIRouter(api, q.serveMetadata))
+	return q.withTimeout(q.withTenant(opts.TenantFromHTTP, newAPIRouter(api, q.serveMetadata)))
 }
 
 // newAPIRouter routes the supported paths under /api/v1 to api, and metadata to md.
@@ -173,6 +173,16 @@ func (q *Querier) withTenant(fromHTTP TenantFromHTTP, next http.Handler) http.Ha
 	})
 }
 
+// withTimeout bounds every API request by -querier.timeout; the engine applies it to
+// queries, this covers series, labels and metadata too.
+func (q *Querier) withTimeout(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), q.cfg.Timeout)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
 type apiResponse struct {
 	Status    string `json:"status"`
 	Data      any    `json:"data,omitempty"`
@@ -215,9 +225,7 @@ func (q *Querier) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), q.cfg.Timeout)
-	defer cancel()
-	md, err := q.MetricMetadata(ctx, r.FormValue("metric"), limit, perMetric)
+	md, err := q.MetricMetadata(r.Context(), r.FormValue("metric"), limit, perMetric)
 	if err != nil {
 		writeAPIError(w, http.StatusInternalServerError, "internal", err.Error())
 		return

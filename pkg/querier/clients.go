@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 
+	"github.com/grafana/dskit/kv"
 	"github.com/grafana/dskit/ring"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/thanos/pkg/exemplars/exemplarspb"
 	"github.com/thanos-io/thanos/pkg/metadata/metadatapb"
 	"github.com/thanos-io/thanos/pkg/store/storepb"
@@ -18,6 +21,7 @@ import (
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
 	"github.com/vigil-obs/vigil/pkg/storegateway"
 	"github.com/vigil-obs/vigil/pkg/util/grpcutil"
+	"github.com/vigil-obs/vigil/pkg/util/logutil"
 )
 
 // Client is what the querier needs from a backend (ingester or store-gateway). The
@@ -127,6 +131,19 @@ type StaticAddresses []string
 
 // Addresses implements AddressSource.
 func (s StaticAddresses) Addresses(context.Context) ([]string, int, error) { return s, 0, nil }
+
+// NewIngesterRing returns a read-only client of the ingester ring (key "ingester") over
+// kvClient. It is a service: pass it in Deps.Subservices and wrap it in RingAddresses.
+func NewIngesterRing(cfg ring.Config, kvClient kv.Client, logger *slog.Logger, reg prometheus.Registerer) (*ring.Ring, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	r, err := ring.NewWithStoreClientAndStrategy(cfg, "ingester", "ingester", kvClient, ring.NewDefaultReplicationStrategy(), reg, logutil.GoKit(logger))
+	if err != nil {
+		return nil, fmt.Errorf("create ingester ring client: %w", err)
+	}
+	return r, nil
+}
 
 // RingAddresses lists the healthy instances of a dskit ring (the ingesters).
 type RingAddresses struct{ Ring ring.ReadRing }

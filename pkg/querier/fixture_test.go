@@ -319,11 +319,17 @@ func startQuerier(tb testing.TB, cfg Config, ingesters, storeGateways []string) 
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), q) })
+	return q, newTestRouter(tb, q)
+}
+
+// newTestRouter serves the querier's HTTP API the way the server mounts it.
+func newTestRouter(tb testing.TB, q *Querier) *httptest.Server {
+	tb.Helper()
 	r := mux.NewRouter()
 	q.RegisterHTTP(r)
 	srv := httptest.NewServer(r)
 	tb.Cleanup(srv.Close)
-	return q, srv
+	return srv
 }
 
 // startReference serves Prometheus' API over a plain TSDB with an identically configured

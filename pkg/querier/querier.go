@@ -25,8 +25,6 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/thanos-io/thanos/pkg/store/storepb"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
 )
@@ -243,6 +241,7 @@ func (q *Querier) fanOut(ctx context.Context, maxt int64, fn func(ctx context.Co
 	if err != nil {
 		return nil, promql.ErrStorage{Err: err}
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -290,8 +289,9 @@ func (q *Querier) fanOut(ctx context.Context, maxt int64, fn func(ctx context.Co
 		switch {
 		case errors.As(r.err, &limitErr):
 			firstErr = r.err
-		case ctx.Err() != nil && errors.Is(r.err, ctx.Err()), status.Code(r.err) == codes.Canceled && ctx.Err() != nil:
-			firstErr = r.err
+		case parent.Err() != nil:
+			// The query's own deadline or cancellation, not a backend failure.
+			firstErr = contextError(parent.Err())
 		default:
 			failures[r.group]++
 			wrapped := fmt.Errorf("%s %s: %w", g.kind, r.addr, r.err)
@@ -305,10 +305,19 @@ func (q *Querier) fanOut(ctx context.Context, maxt int64, fn func(ctx context.Co
 			cancel()
 		}
 	}
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = ctx.Err()
+	if firstErr == nil && parent.Err() != nil {
+		firstErr = contextError(parent.Err())
 	}
 	return warns, firstErr
+}
+
+// contextError maps the query context's end to the PromQL errors the API turns into
+// "timeout" (503) and "canceled" responses.
+func contextError(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return promql.ErrQueryTimeout("while fetching series from ingesters and store-gateways")
+	}
+	return promql.ErrQueryCanceled("while fetching series from ingesters and store-gateways")
 }
 
 // limitError is a query limit violation: reported as a PromQL execution error (422), never
