@@ -205,6 +205,14 @@ func TestFlushDeleteHeadQueryFromBucket(t *testing.T) {
 		t.Fatalf("values = %v %v", vals, err)
 	}
 
+	// A tenant that never wrote anything gets empty answers, not errors.
+	if svcs, err := q.Services(tenantCtx("nobody"), time.Time{}, time.Time{}); err != nil || len(svcs) != 0 {
+		t.Fatalf("empty tenant services = %v %v", svcs, err)
+	}
+	if res, err := q.Search(tenantCtx("nobody"), SearchRequest{}); err != nil || len(res) != 0 {
+		t.Fatalf("empty tenant search = %v %v", res, err)
+	}
+
 	// Tenant isolation in the bucket.
 	if svcs, _ := q.Services(tenantCtx("t2"), time.Time{}, time.Time{}); strings.Join(svcs, ",") != "secret-svc" {
 		t.Fatalf("t2 services = %v", svcs)

@@ -341,13 +341,9 @@ func (s *blockStore) Search(ctx context.Context, tenant string, req SearchReques
 		}
 		// Operation, kind and attribute conditions need the spans: scan the
 		// data file, decoding only the columns matching looks at.
-		data, err := readObject(ctx, objstore.NewPrefixedBucket(s.bkt, tenant), path.Join(tracesDir, meta.ULID.String(), blockDataFile))
+		rows, err := s.searchRows(ctx, tenant, meta)
 		if err != nil {
 			return nil, err
-		}
-		rows, err := parquet.Read[searchRow](bytes.NewReader(data), int64(len(data)))
-		if err != nil {
-			return nil, fmt.Errorf("block %s: decode data file: %w", meta.ULID, err)
 		}
 		for i := range rows {
 			c, ok := candidates[rows[i].TraceID]
@@ -409,4 +405,28 @@ type searchRow struct {
 func containsString(list []string, s string) bool {
 	i := sort.SearchStrings(list, s)
 	return i < len(list) && list[i] == s
+}
+
+// searchRows returns the search projection of a block's spans, cached
+// because users tend to refine a search over the same time range.
+func (s *blockStore) searchRows(ctx context.Context, tenant string, m *BlockMeta) ([]searchRow, error) {
+	key := tenant + "/" + m.ULID.String() + "/search"
+	if v, ok := s.cache.get(key); ok {
+		return v.([]searchRow), nil
+	}
+	data, err := readObject(ctx, objstore.NewPrefixedBucket(s.bkt, tenant), path.Join(tracesDir, m.ULID.String(), blockDataFile))
+	if err != nil {
+		return nil, err
+	}
+	rows, err := parquet.Read[searchRow](bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return nil, fmt.Errorf("block %s: decode data file: %w", m.ULID, err)
+	}
+	size := int64(0)
+	for i := range rows {
+		// Struct, string and slice headers plus the payloads.
+		size += 100 + int64(len(rows[i].Name)+len(rows[i].Service)+len(rows[i].Attrs)+len(rows[i].Resource))
+	}
+	s.cache.add(key, rows, size)
+	return rows, nil
 }

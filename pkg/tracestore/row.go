@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -541,4 +542,98 @@ func attrStrings(blob []byte, fn func(k, v string)) error {
 		return true
 	})
 	return nil
+}
+
+// skipValue advances past one encoded value.
+func (d *decoder) skipValue() {
+	if d.err != nil {
+		return
+	}
+	if len(d.buf) == 0 {
+		d.fail()
+		return
+	}
+	tag := d.buf[0]
+	d.buf = d.buf[1:]
+	switch tag {
+	case tagEmpty:
+	case tagStr, tagBytes:
+		d.raw()
+	case tagInt:
+		d.varint()
+	case tagDouble:
+		var b [8]byte
+		d.bytesInto(b[:])
+	case tagBool:
+		var b [1]byte
+		d.bytesInto(b[:])
+	case tagSlice, tagMap:
+		d.depth++
+		if d.depth > maxNesting {
+			d.fail()
+			return
+		}
+		n := d.count()
+		for i := 0; i < n && d.err == nil; i++ {
+			if tag == tagMap {
+				d.raw()
+			}
+			d.skipValue()
+		}
+		d.depth--
+	default:
+		d.fail()
+	}
+}
+
+// valueString renders one encoded value the way pcommon.Value.AsString does,
+// without allocating for strings, ints and bools of unwanted keys.
+func (d *decoder) valueString() string {
+	if d.err != nil || len(d.buf) == 0 {
+		d.fail()
+		return ""
+	}
+	switch d.buf[0] {
+	case tagStr:
+		d.buf = d.buf[1:]
+		return string(d.raw())
+	case tagInt:
+		d.buf = d.buf[1:]
+		return strconv.FormatInt(d.varint(), 10)
+	case tagBool:
+		d.buf = d.buf[1:]
+		var b [1]byte
+		d.bytesInto(b[:])
+		return strconv.FormatBool(b[0] == 1)
+	}
+	v := pcommon.NewValueEmpty()
+	d.getValue(v)
+	return v.AsString()
+}
+
+// matchAttrBlob walks an encoded attribute map and marks wanted keys whose
+// value matches (empty wanted value = key present). Unwanted values are
+// skipped without decoding.
+func matchAttrBlob(blob []byte, want map[string]string, found map[string]bool) {
+	if len(blob) == 0 {
+		return
+	}
+	d := decoder{buf: blob}
+	n := d.count()
+	for i := 0; i < n && d.err == nil; i++ {
+		k := d.raw()
+		w, ok := want[string(k)]
+		if !ok || found[string(k)] {
+			d.skipValue()
+			continue
+		}
+		if w == "" {
+			found[string(k)] = true
+			d.skipValue()
+			continue
+		}
+		if d.valueString() == w {
+			found[string(k)] = true
+		}
+	}
 }

@@ -103,3 +103,27 @@ func TestParseTraceID(t *testing.T) {
 		}
 	}
 }
+
+func TestMatchAttrBlobAgreesWithDecoding(t *testing.T) {
+	m := pcommon.NewMap()
+	m.PutStr("s", "x")
+	m.PutInt("i", -42)
+	m.PutDouble("d", 2.5)
+	m.PutBool("b", true)
+	m.PutEmptyBytes("by").FromRaw([]byte{1})
+	m.PutEmptySlice("sl").AppendEmpty().SetStr("a")
+	m.PutEmptyMap("m").PutInt("n", 1)
+	m.PutEmpty("e")
+	var e encoder
+	e.putMap(m)
+	m.Range(func(k string, v pcommon.Value) bool {
+		for _, want := range []string{v.AsString(), "", "nope"} {
+			found := map[string]bool{}
+			matchAttrBlob(e.buf, map[string]string{k: want, "absent": ""}, found)
+			if exp := want != "nope"; found[k] != exp || found["absent"] {
+				t.Errorf("key %s want %q: found=%v, expected %v", k, want, found, exp)
+			}
+		}
+		return true
+	})
+}

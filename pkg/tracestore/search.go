@@ -63,16 +63,10 @@ func (m *spanMatcher) match(r *spanRow) bool {
 		return true
 	}
 	found := make(map[string]bool, len(m.req.Attributes))
-	check := func(k, v string) {
-		want, ok := m.req.Attributes[k]
-		if ok && !found[k] && (want == "" || want == v) {
-			found[k] = true
-		}
-	}
-	_ = attrStrings(r.Attrs, check)
+	matchAttrBlob(r.Attrs, m.req.Attributes, found)
 	if len(found) < len(m.req.Attributes) {
 		// Resource attributes count too; their blob starts with the map.
-		_ = attrStrings(r.Resource, check)
+		matchAttrBlob(r.Resource, m.req.Attributes, found)
 	}
 	return len(found) == len(m.req.Attributes)
 }
