@@ -43,6 +43,8 @@ type fakeIngester struct {
 	tenant []string
 	// fail makes Push return this error.
 	fail error
+	// discard makes the ingester a no-op sink (benchmarks).
+	discard bool
 	// reject lets a test have the ingester refuse series (e.g. series limits).
 	reject func(ts prompb.TimeSeries) *ingclient.Rejection
 }
@@ -75,8 +77,10 @@ func (f *fakeIngester) Push(ctx context.Context, req *prompb.WriteRequest, _ ...
 		resp.HistogramsWritten += int64(len(ts.Histograms))
 		resp.ExemplarsWritten += int64(len(ts.Exemplars))
 	}
-	f.pushes = append(f.pushes, req)
-	f.tenant = append(f.tenant, tenantID)
+	if !f.discard {
+		f.pushes = append(f.pushes, req)
+		f.tenant = append(f.tenant, tenantID)
+	}
 	return resp, nil
 }
 
