@@ -238,6 +238,9 @@ func (i *Ingester) compactAll(ctx context.Context, force bool) error {
 		if err := i.compactAndShip(ctx, u, force || idle); err != nil {
 			errs = append(errs, err)
 		}
+		if err := u.saveMetadata(); err != nil {
+			u.logger.Warn("saving metadata failed", "err", err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -3,9 +3,17 @@ package ingester
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/thanos-io/objstore"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/prompb"
@@ -250,6 +258,16 @@ func TestPerSeriesRejectionsKeepTheRest(t *testing.T) {
 	if len(resp.Rejections) != 1 || resp.Rejections[0].Reason != client.ReasonTooOld {
 		t.Fatalf("expected too_old, got %s", resp)
 	}
+	// ...while samples after the flushed range are accepted right away.
+	resp, err = c.Push(ctxFor("t1"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series(a, prompb.Sample{Timestamp: base + 2000, Value: 9}),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.SamplesWritten != 1 || len(resp.Rejections) != 0 {
+		t.Fatalf("push after flush: %s", resp)
+	}
 }
 
 func TestOutOfOrderWindow(t *testing.T) {
@@ -257,13 +275,18 @@ func TestOutOfOrderWindow(t *testing.T) {
 	c := serveGRPC(t, ing)
 	base := time.Now().UnixMilli()
 	a := []string{"__name__", "a"}
+	if _, err := c.Push(ctxFor("t1"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series(a, prompb.Sample{Timestamp: base, Value: 1}),
+	}}); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := c.Push(ctxFor("t1"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
-		series(a, prompb.Sample{Timestamp: base, Value: 1}, prompb.Sample{Timestamp: base - 60_000, Value: 2}, prompb.Sample{Timestamp: base - 2*3600_000, Value: 3}),
+		series(a, prompb.Sample{Timestamp: base - 60_000, Value: 2}, prompb.Sample{Timestamp: base - 2*3600_000, Value: 3}),
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.SamplesWritten != 2 || len(resp.Rejections) != 1 || resp.Rejections[0].Reason != client.ReasonTooOld {
+	if resp.SamplesWritten != 1 || len(resp.Rejections) != 1 || resp.Rejections[0].Reason != client.ReasonTooOld {
 		t.Fatalf("unexpected response %s", resp)
 	}
 	got := querySeries(t, c, "t1", base-3*3600_000, base)
@@ -411,5 +434,181 @@ func TestTenantIsolation(t *testing.T) {
 	_, err := c.Push(ctxFor(".."), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series([]string{"__name__", "x"}, prompb.Sample{Timestamp: base, Value: 1})}})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("push with tenant '..': %v", err)
+	}
+}
+
+func TestMetadataSurvivesRestart(t *testing.T) {
+	cfg := testConfig(t)
+	ing, err := New(cfg, nil, nil, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), ing); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ing.Push(ctxFor("t1"), &prompb.WriteRequest{Metadata: []prompb.MetricMetadata{
+		{MetricFamilyName: "http_requests", Type: prompb.MetricMetadata_COUNTER, Help: "Requests.", Unit: "requests"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StopAndAwaitTerminated(context.Background(), ing); err != nil {
+		t.Fatal(err)
+	}
+
+	ing2 := startIngester(t, cfg, nil, nil)
+	c := serveGRPC(t, ing2)
+	md, err := c.MetricMetadata(ctxFor("t1"), &metadatapb.MetricMetadataRequest{Metric: "http_requests"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := md.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := r.GetMetadata().Metadata["http_requests"].Metas
+	if len(m) != 1 || m[0].Type != "counter" || m[0].Help != "Requests." || m[0].Unit != "requests" {
+		t.Fatalf("metadata after restart: %v", m)
+	}
+}
+
+// TestConcurrentPushQueryFlush runs pushes, queries and flushes of several tenants at
+// once; with -race it checks the locking between them.
+func TestConcurrentPushQueryFlush(t *testing.T) {
+	ing := startIngester(t, testConfig(t), nil, objstore.NewInMemBucket())
+	c := serveGRPC(t, ing)
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	const rounds = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for _, tenant := range []string{"a", "b", "c"} {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				resp, err := c.Push(ctxFor(tenant), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+					series([]string{"__name__", "m", "tenant", tenant}, prompb.Sample{Timestamp: base + int64(r)*1000, Value: float64(r)}),
+				}})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if resp.SamplesWritten != 1 {
+					errs <- fmt.Errorf("tenant %s round %d: %s", tenant, r, resp)
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				if _, err := c.LabelValues(ctxFor(tenant), &storepb.LabelValuesRequest{Label: "tenant", Start: base, End: base + rounds*1000}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for r := 0; r < 5; r++ {
+			if err := ing.FlushAll(context.Background()); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Every acknowledged sample is in the head or in a block.
+	for _, tenant := range []string{"a", "b", "c"} {
+		got := querySeries(t, c, tenant, base, base+rounds*1000)
+		if len(got) != 1 || len(got[0].samples) != rounds {
+			t.Fatalf("tenant %s: %+v", tenant, got)
+		}
+	}
+}
+
+func TestIngesterMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ing, err := New(testConfig(t), nil, nil, nil, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), ing); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = services.StopAndAwaitTerminated(context.Background(), ing) }()
+	base := time.Now().UnixMilli()
+	for _, ts := range []int64{base, base - 1} {
+		if _, err := ing.Push(ctxFor("t1"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+			series([]string{"__name__", "a"}, prompb.Sample{Timestamp: ts, Value: 1}),
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := `
+# HELP vigil_ingester_memory_series Series in the TSDB heads of all tenants.
+# TYPE vigil_ingester_memory_series gauge
+vigil_ingester_memory_series 1
+# HELP vigil_ingester_rejected_samples_total Samples, histograms and exemplars the ingester rejected, by reason.
+# TYPE vigil_ingester_rejected_samples_total counter
+vigil_ingester_rejected_samples_total{reason="out_of_order"} 1
+# HELP vigil_ingester_samples_appended_total Float samples committed to a TSDB WAL.
+# TYPE vigil_ingester_samples_appended_total counter
+vigil_ingester_samples_appended_total 1
+# HELP vigil_ingester_tenants Tenants with an open TSDB on this ingester.
+# TYPE vigil_ingester_tenants gauge
+vigil_ingester_tenants 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"vigil_ingester_memory_series", "vigil_ingester_rejected_samples_total", "vigil_ingester_samples_appended_total", "vigil_ingester_tenants"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOrderWithinOneRequest covers what the TSDB would drop silently at commit: samples
+// out of order within one request, and a series repeated within one request.
+func TestOrderWithinOneRequest(t *testing.T) {
+	ing := startIngester(t, testConfig(t), nil, nil)
+	c := serveGRPC(t, ing)
+	base := time.Now().UnixMilli()
+	a := []string{"__name__", "a"}
+	resp, err := c.Push(ctxFor("t1"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		// Unordered within the series: accepted, stored in order.
+		series(a, prompb.Sample{Timestamp: base + 2000, Value: 3}, prompb.Sample{Timestamp: base, Value: 1}, prompb.Sample{Timestamp: base + 1000, Value: 2}),
+		// The same series again: older and conflicting samples are rejected, an identical
+		// resend and newer samples are fine.
+		series(a,
+			prompb.Sample{Timestamp: base + 500, Value: 9},  // out of order w.r.t. the first entry
+			prompb.Sample{Timestamp: base + 2000, Value: 3}, // identical resend
+			prompb.Sample{Timestamp: base + 3000, Value: 4},
+		),
+		series(a, prompb.Sample{Timestamp: base + 3000, Value: 5}), // same timestamp, other value
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.SamplesWritten != 5 || resp.RejectedCount() != 2 {
+		t.Fatalf("unexpected response %s", resp)
+	}
+	reasons := map[string]int64{}
+	for _, r := range resp.Rejections {
+		reasons[r.Reason] += r.Count
+	}
+	if reasons[client.ReasonOutOfOrder] != 1 || reasons[client.ReasonDuplicateSample] != 1 {
+		t.Fatalf("rejections %v", reasons)
+	}
+	got := querySeries(t, c, "t1", base, base+3000)
+	if len(got) != 1 || len(got[0].samples) != 4 {
+		t.Fatalf("stored %+v", got)
+	}
+	for i, s := range got[0].samples {
+		if s.t != base+int64(i)*1000 || s.v != float64(i+1) {
+			t.Fatalf("sample %d = %+v", i, s)
+		}
 	}
 }

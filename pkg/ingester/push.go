@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -18,14 +20,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
-)
-
-// Rejection reasons for exemplars. Prometheus' own receiver drops these silently; Vigil
-// reports them so nothing vanishes unexplained, and the distributor decides whether
-// they make the write partial.
-const (
-	ReasonOutOfOrderExemplar = "out_of_order_exemplar"
-	ReasonDuplicateExemplar  = "duplicate_exemplar"
 )
 
 var _ client.IngesterServer = (*Ingester)(nil)
@@ -115,6 +109,7 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 		overflow: map[string]*client.Rejection{},
 	}
 	app := u.db.Appender(ctx)
+	seen := newBatchSeries(len(req.Timeseries))
 	var (
 		samples, hists, exemplars int64
 		builder                   = labels.NewScratchBuilder(16)
@@ -135,13 +130,34 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 			continue
 		}
 
+		// The TSDB checks order only against committed samples and silently drops, at
+		// Commit, samples that are out of order within the same batch. So order within
+		// the request is handled here: samples are sorted per series, and a series sent
+		// twice in one request is checked against what this request already appended.
+		sortSamples(ts.Samples)
+		sortHistograms(ts.Histograms)
+		prev := seen.get(lset)
+
 		var ref storage.SeriesRef
 		limited := false
 		for j, s := range ts.Samples {
+			if s.Timestamp <= prev.floatT {
+				if s.Timestamp == prev.floatT && math.Float64bits(s.Value) == math.Float64bits(prev.floatV) {
+					samples++ // identical resend: already stored, as Prometheus treats it
+					continue
+				}
+				reason, msg := client.ReasonOutOfOrder, "older than another sample of the same series in this request"
+				if s.Timestamp == prev.floatT {
+					reason, msg = client.ReasonDuplicateSample, "another sample of the same series in this request has this timestamp and a different value"
+				}
+				st.reject(sIdx, lset, reason, fmt.Errorf("sample at %s: %s", fmtTS(s.Timestamp), msg), 1)
+				continue
+			}
 			r, err := app.Append(ref, lset, s.Timestamp, s.Value)
 			if err == nil {
 				ref = r
 				samples++
+				prev.floatT, prev.floatV = s.Timestamp, s.Value
 				continue
 			}
 			reason, isLimit := classifyAppendError(err)
@@ -158,6 +174,14 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 		}
 		for j := range ts.Histograms {
 			h := &ts.Histograms[j]
+			if h.Timestamp <= prev.histT {
+				reason, msg := client.ReasonOutOfOrder, "older than another histogram of the same series in this request"
+				if h.Timestamp == prev.histT {
+					reason, msg = client.ReasonDuplicateSample, "another histogram of the same series in this request has this timestamp"
+				}
+				st.reject(sIdx, lset, reason, fmt.Errorf("histogram at %s: %s", fmtTS(h.Timestamp), msg), 1)
+				continue
+			}
 			var (
 				r   storage.SeriesRef
 				err error
@@ -170,6 +194,7 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 			if err == nil {
 				ref = r
 				hists++
+				prev.histT = h.Timestamp
 				continue
 			}
 			reason, isLimit := classifyAppendError(err)
@@ -264,9 +289,9 @@ func isHistogramError(err error) bool {
 func classifyExemplarError(err error) string {
 	switch {
 	case errors.Is(err, storage.ErrOutOfOrderExemplar):
-		return ReasonOutOfOrderExemplar
+		return client.ReasonOutOfOrderExemplar
 	case errors.Is(err, storage.ErrDuplicateExemplar):
-		return ReasonDuplicateExemplar
+		return client.ReasonDuplicateExemplar
 	default:
 		return client.ReasonInvalidExemplar
 	}
@@ -283,4 +308,57 @@ func prompbLabels(b *labels.ScratchBuilder, ls []prompb.Label) labels.Labels {
 
 func fmtTS(ms int64) string {
 	return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
+}
+
+// batchSeries remembers, per series, the newest float and histogram timestamps appended
+// by the current request, so a series repeated within one request is order-checked.
+type batchSeries struct {
+	byHash map[uint64]*batchEntry
+}
+
+type batchEntry struct {
+	lset   labels.Labels
+	floatT int64
+	floatV float64
+	histT  int64
+	next   *batchEntry // hash collisions
+}
+
+func newBatchSeries(n int) *batchSeries {
+	return &batchSeries{byHash: make(map[uint64]*batchEntry, n)}
+}
+
+func (b *batchSeries) get(lset labels.Labels) *batchEntry {
+	h := lset.Hash()
+	first := b.byHash[h]
+	for e := first; e != nil; e = e.next {
+		if labels.Equal(e.lset, lset) {
+			return e
+		}
+	}
+	e := &batchEntry{lset: lset, floatT: math.MinInt64, histT: math.MinInt64, next: first}
+	b.byHash[h] = e
+	return e
+}
+
+func sortSamples(s []prompb.Sample) {
+	if !slices.IsSortedFunc(s, func(a, b prompb.Sample) int { return cmpInt64(a.Timestamp, b.Timestamp) }) {
+		slices.SortStableFunc(s, func(a, b prompb.Sample) int { return cmpInt64(a.Timestamp, b.Timestamp) })
+	}
+}
+
+func sortHistograms(h []prompb.Histogram) {
+	if !slices.IsSortedFunc(h, func(a, b prompb.Histogram) int { return cmpInt64(a.Timestamp, b.Timestamp) }) {
+		slices.SortStableFunc(h, func(a, b prompb.Histogram) int { return cmpInt64(a.Timestamp, b.Timestamp) })
+	}
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }

@@ -104,24 +104,30 @@ func (s *shipper) save() error {
 	if err != nil {
 		return fmt.Errorf("encode shipped state: %w", err)
 	}
-	tmp := s.statePath() + ".tmp"
+	return writeFileAtomic(s.statePath(), b)
+}
+
+// writeFileAtomic writes data to path via a temp file, fsync and rename, so a crash
+// leaves either the old or the new content.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
-		return fmt.Errorf("write shipped state: %w", err)
+		return fmt.Errorf("create %s: %w", tmp, err)
 	}
-	if _, err := f.Write(b); err != nil {
+	if _, err := f.Write(data); err != nil {
 		_ = f.Close()
-		return fmt.Errorf("write shipped state: %w", err)
+		return fmt.Errorf("write %s: %w", tmp, err)
 	}
 	if err := f.Sync(); err != nil {
 		_ = f.Close()
-		return fmt.Errorf("fsync shipped state: %w", err)
+		return fmt.Errorf("fsync %s: %w", tmp, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("close shipped state: %w", err)
+		return fmt.Errorf("close %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, s.statePath()); err != nil {
-		return fmt.Errorf("rename shipped state: %w", err)
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
 	return nil
 }

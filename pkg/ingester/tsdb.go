@@ -2,12 +2,14 @@ package ingester
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +44,9 @@ type userTSDB struct {
 	// loop and FlushAll.
 	compactMu sync.Mutex
 
-	metaMu   sync.Mutex
-	metadata map[string]prompb.MetricMetadata // latest metadata per metric family
+	metaMu    sync.Mutex
+	metadata  map[string]prompb.MetricMetadata // latest metadata per metric family
+	metaDirty bool                             // metadata changed since the last save
 }
 
 func (i *Ingester) openTSDB(tenant string) (*userTSDB, error) {
@@ -91,6 +94,9 @@ func (i *Ingester) openTSDB(tenant string) (*userTSDB, error) {
 	opts.EnableOverlappingCompaction = false
 	opts.BlocksToDelete = u.blocksToDelete(i.cfg.RetentionPeriod)
 
+	if err := u.loadMetadata(); err != nil {
+		return nil, err
+	}
 	db, err := tsdb.Open(dir, u.logger, nil, opts, nil)
 	if err != nil {
 		return nil, fmt.Errorf("open TSDB for tenant %q in %s: %w", tenant, dir, err)
@@ -248,6 +254,13 @@ func fsyncFile(path string) error {
 	return nil
 }
 
+// MetadataFile keeps the latest metric metadata per family across restarts. Metadata
+// is not in the Prometheus WAL as Vigil uses it (per family, not per series), so it is
+// saved every compaction interval and on shutdown: after a crash, metadata changed in
+// the last interval reappears with the sender's next metadata send (Prometheus resends
+// all metadata every minute).
+const MetadataFile = "vigil.metadata.json"
+
 func (u *userTSDB) setMetadata(md []prompb.MetricMetadata) {
 	if len(md) == 0 {
 		return
@@ -258,8 +271,68 @@ func (u *userTSDB) setMetadata(md []prompb.MetricMetadata) {
 		if m.MetricFamilyName == "" {
 			continue
 		}
+		if old, ok := u.metadata[m.MetricFamilyName]; ok && old.Type == m.Type && old.Help == m.Help && old.Unit == m.Unit {
+			continue
+		}
 		u.metadata[m.MetricFamilyName] = m
+		u.metaDirty = true
 	}
+}
+
+type savedMetadata struct {
+	Type string `json:"type"`
+	Help string `json:"help,omitempty"`
+	Unit string `json:"unit,omitempty"`
+}
+
+func (u *userTSDB) loadMetadata() error {
+	b, err := os.ReadFile(filepath.Join(u.dir, MetadataFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read metadata of tenant %q: %w", u.tenant, err)
+	}
+	var saved map[string]savedMetadata
+	if err := json.Unmarshal(b, &saved); err != nil {
+		// Metadata is advisory and resent by Prometheus; never refuse to start over it.
+		u.logger.Warn("ignoring corrupt metadata file", "err", err)
+		return nil
+	}
+	u.metaMu.Lock()
+	defer u.metaMu.Unlock()
+	for name, m := range saved {
+		t := prompb.MetricMetadata_MetricType_value[strings.ToUpper(m.Type)]
+		u.metadata[name] = prompb.MetricMetadata{
+			MetricFamilyName: name, Type: prompb.MetricMetadata_MetricType(t), Help: m.Help, Unit: m.Unit,
+		}
+	}
+	return nil
+}
+
+func (u *userTSDB) saveMetadata() error {
+	u.metaMu.Lock()
+	if !u.metaDirty {
+		u.metaMu.Unlock()
+		return nil
+	}
+	saved := make(map[string]savedMetadata, len(u.metadata))
+	for name, m := range u.metadata {
+		saved[name] = savedMetadata{Type: metricTypeString(m.Type), Help: m.Help, Unit: m.Unit}
+	}
+	u.metaDirty = false
+	u.metaMu.Unlock()
+	b, err := json.Marshal(saved)
+	if err != nil {
+		return fmt.Errorf("encode metadata of tenant %q: %w", u.tenant, err)
+	}
+	if err := writeFileAtomic(filepath.Join(u.dir, MetadataFile), b); err != nil {
+		u.metaMu.Lock()
+		u.metaDirty = true
+		u.metaMu.Unlock()
+		return fmt.Errorf("save metadata of tenant %q: %w", u.tenant, err)
+	}
+	return nil
 }
 
 // close closes the TSDB; pushes holding a stale pointer see closed and retry.
@@ -270,10 +343,11 @@ func (u *userTSDB) close() error {
 		return nil
 	}
 	u.closed = true
+	merr := u.saveMetadata()
 	if err := u.db.Close(); err != nil {
-		return fmt.Errorf("close TSDB of tenant %q: %w", u.tenant, err)
+		return errors.Join(merr, fmt.Errorf("close TSDB of tenant %q: %w", u.tenant, err))
 	}
-	return nil
+	return merr
 }
 
 // idle reports whether the tenant got no write for idleFor and holds nothing locally.

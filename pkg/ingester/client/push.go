@@ -19,6 +19,11 @@ const (
 	ReasonInvalidSeries        = "invalid_series"
 	ReasonInvalidHistogram     = "invalid_histogram"
 	ReasonInvalidExemplar      = "invalid_exemplar"
+	// Exemplar rejections: Prometheus' own receiver drops these silently; Vigil reports
+	// them so nothing vanishes unexplained, and the distributor decides whether they
+	// make a write partial (a retried request always produces duplicate exemplars).
+	ReasonOutOfOrderExemplar = "out_of_order_exemplar"
+	ReasonDuplicateExemplar  = "duplicate_exemplar"
 )
 
 // PushResponse is the reply to Ingester/Push. Everything not listed in Rejections was
