@@ -221,7 +221,7 @@ func buildBlock(id ulid.ULID, tenant string, rows []spanRow, rowGroupSpans int, 
 			attrs.addRow(r)
 			if _, ok := seenRes[string(r.Resource)]; !ok {
 				seenRes[string(r.Resource)] = struct{}{}
-				_ = attrStrings(r.Resource, attrs.add)
+				attrs.addBlob(r.Resource)
 			}
 		}
 		meta.Traces++

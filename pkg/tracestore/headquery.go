@@ -157,7 +157,7 @@ func (i *TraceIngester) headAttrs(ctx context.Context, start, end time.Time) (*a
 			ix.addRow(&rows[k])
 			if _, ok := seenRes[string(rows[k].Resource)]; !ok {
 				seenRes[string(rows[k].Resource)] = struct{}{}
-				_ = attrStrings(rows[k].Resource, ix.add)
+				ix.addBlob(rows[k].Resource)
 			}
 		}
 	}

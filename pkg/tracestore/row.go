@@ -525,25 +525,6 @@ func (d *decoder) getValue(v pcommon.Value) {
 	}
 }
 
-// attrStrings decodes a map blob into key -> string form for matching and
-// indexing. Nested values use pcommon's AsString (JSON) form.
-func attrStrings(blob []byte, fn func(k, v string)) error {
-	if len(blob) == 0 {
-		return nil
-	}
-	m := pcommon.NewMap()
-	d := decoder{buf: blob}
-	d.getMap(m)
-	if d.err != nil {
-		return d.err
-	}
-	m.Range(func(k string, v pcommon.Value) bool {
-		fn(k, v.AsString())
-		return true
-	})
-	return nil
-}
-
 // skipValue advances past one encoded value.
 func (d *decoder) skipValue() {
 	if d.err != nil {

@@ -324,5 +324,38 @@ func (a *attrIndex) add(k, v string) {
 }
 
 func (a *attrIndex) addRow(r *spanRow) {
-	_ = attrStrings(r.Attrs, a.add)
+	a.addBlob(r.Attrs)
+}
+
+// addBlob indexes an encoded attribute map without building pcommon values;
+// values of keys that already overflowed are skipped undecoded.
+func (a *attrIndex) addBlob(blob []byte) {
+	if len(blob) == 0 {
+		return
+	}
+	d := decoder{buf: blob}
+	n := d.count()
+	for i := 0; i < n && d.err == nil; i++ {
+		k := d.raw()
+		vals, ok := a.Keys[string(k)]
+		if !ok {
+			vals = map[string]struct{}{}
+			a.Keys[string(k)] = vals
+		}
+		if a.Overflow[string(k)] {
+			d.skipValue()
+			continue
+		}
+		if len(d.buf) > 0 && d.buf[0] == tagStr {
+			// Look the raw bytes up first: no allocation for known values.
+			d.buf = d.buf[1:]
+			v := d.raw()
+			if _, seen := vals[string(v)]; seen || len(v) > maxValueLen {
+				continue
+			}
+			a.add(string(k), string(v))
+			continue
+		}
+		a.add(string(k), d.valueString())
+	}
 }
