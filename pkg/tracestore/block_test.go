@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grafana/dskit/ring"
 	"github.com/oklog/ulid/v2"
 	"github.com/thanos-io/objstore"
 )
@@ -349,5 +350,22 @@ func TestBuildBlockRowGroupsNeverSplitTraces(t *testing.T) {
 	}
 	if b.meta.Traces != 50 || b.meta.Spans != 350 {
 		t.Fatalf("meta = %+v", b.meta)
+	}
+}
+
+type fakeRing struct{ addrs []string }
+
+func (f fakeRing) GetAllHealthy(ring.Operation) (ring.ReplicationSet, error) {
+	rs := ring.ReplicationSet{}
+	for _, a := range f.addrs {
+		rs.Instances = append(rs.Instances, ring.InstanceDesc{Addr: a})
+	}
+	return rs, nil
+}
+
+func TestRingAddrs(t *testing.T) {
+	addrs, err := RingAddrs(fakeRing{addrs: []string{"127.0.0.1:9095", "127.0.0.2:9095"}})(context.Background())
+	if err != nil || strings.Join(addrs, ",") != "127.0.0.1:9095,127.0.0.2:9095" {
+		t.Fatalf("addrs = %v, %v", addrs, err)
 	}
 }

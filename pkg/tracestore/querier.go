@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
@@ -60,6 +61,23 @@ func NewAddrHeadSource(addrs func(ctx context.Context) ([]string, error), opts .
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
 	return &AddrHeadSource{addrs: addrs, opts: opts, conns: map[string]*grpc.ClientConn{}}
+}
+
+// healthyInstances is the part of dskit's ring.ReadRing RingAddrs needs.
+type healthyInstances interface {
+	GetAllHealthy(op ring.Operation) (ring.ReplicationSet, error)
+}
+
+// RingAddrs lists the addresses of the healthy ingesters in r (the ring of
+// key "ingester"), for NewAddrHeadSource.
+func RingAddrs(r healthyInstances) func(context.Context) ([]string, error) {
+	return func(context.Context) ([]string, error) {
+		rs, err := r.GetAllHealthy(ring.Read)
+		if err != nil {
+			return nil, fmt.Errorf("read ingester ring: %w", err)
+		}
+		return rs.GetAddresses(), nil
+	}
 }
 
 // Heads implements HeadSource; connections to addresses that left are closed.
