@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -511,5 +512,51 @@ func TestPushMetricsAPI(t *testing.T) {
 	}
 	if res.Samples != 1 || len(res.Rejections) != 1 || res.Rejections[0].Reason != ReasonMaxLabelNamesPerSeries {
 		t.Fatalf("result = %+v", res)
+	}
+}
+
+// mutableLimits is a TenantLimits whose overrides a test changes at runtime,
+// as a reload of the runtime config file does.
+type mutableLimits struct {
+	mu sync.Mutex
+	m  map[string]*validation.Limits
+}
+
+func (m *mutableLimits) ByTenant(tenant string) *validation.Limits {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.m[tenant]
+}
+
+func TestLimitsFollowRuntimeOverrides(t *testing.T) {
+	env := newTestEnv(t, envOptions{multiTenant: true})
+	defaults := defaultTestLimits(t)
+	ml := &mutableLimits{m: map[string]*validation.Limits{}}
+	o, err := validation.NewOverrides(defaults, ml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.d.overrides = o
+
+	req := func() *prompb.WriteRequest {
+		return &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+			Labels:  series("__name__", "m", "a", "1", "b", "2"),
+			Samples: []prompb.Sample{{Value: 1, Timestamp: time.Now().UnixMilli()}},
+		}}}
+	}
+	if _, err := env.d.PushMetrics(userCtx("t1"), req()); err != nil {
+		t.Fatalf("with defaults: %v", err)
+	}
+	strict := defaults
+	strict.MaxLabelNamesPerSeries = 2
+	ml.mu.Lock()
+	ml.m["t1"] = &strict
+	ml.mu.Unlock()
+	if _, err := env.d.PushMetrics(userCtx("t1"), req()); StatusCode(err) != http.StatusBadRequest {
+		t.Fatalf("after override: %v, want 400", err)
+	}
+	// Other tenants keep the defaults.
+	if _, err := env.d.PushMetrics(userCtx("t2"), req()); err != nil {
+		t.Fatalf("other tenant: %v", err)
 	}
 }
