@@ -312,8 +312,10 @@ func fmtTS(ms int64) string {
 
 // batchSeries remembers, per series, the newest float and histogram timestamps appended
 // by the current request, so a series repeated within one request is order-checked.
+// Entries live in one slice (two allocations per request, not one per series).
 type batchSeries struct {
-	byHash map[uint64]*batchEntry
+	byHash  map[uint64]int32
+	entries []batchEntry
 }
 
 type batchEntry struct {
@@ -321,24 +323,29 @@ type batchEntry struct {
 	floatT int64
 	floatV float64
 	histT  int64
-	next   *batchEntry // hash collisions
+	next   int32 // index of the next entry with the same hash, or -1
 }
 
 func newBatchSeries(n int) *batchSeries {
-	return &batchSeries{byHash: make(map[uint64]*batchEntry, n)}
+	return &batchSeries{byHash: make(map[uint64]int32, n), entries: make([]batchEntry, 0, n)}
 }
 
+// get returns the entry of lset; the pointer is valid until the next get.
 func (b *batchSeries) get(lset labels.Labels) *batchEntry {
 	h := lset.Hash()
-	first := b.byHash[h]
-	for e := first; e != nil; e = e.next {
-		if labels.Equal(e.lset, lset) {
-			return e
+	first, ok := b.byHash[h]
+	if !ok {
+		first = -1
+	}
+	for i := first; i >= 0; i = b.entries[i].next {
+		if labels.Equal(b.entries[i].lset, lset) {
+			return &b.entries[i]
 		}
 	}
-	e := &batchEntry{lset: lset, floatT: math.MinInt64, histT: math.MinInt64, next: first}
-	b.byHash[h] = e
-	return e
+	b.entries = append(b.entries, batchEntry{lset: lset, floatT: math.MinInt64, histT: math.MinInt64, next: first})
+	idx := int32(len(b.entries) - 1)
+	b.byHash[h] = idx
+	return &b.entries[idx]
 }
 
 func sortSamples(s []prompb.Sample) {
