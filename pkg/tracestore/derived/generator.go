@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -73,6 +74,11 @@ type Config struct {
 	ServiceGraphMaxEdge int           `yaml:"service_graph_max_items"`
 	StaleSeriesTimeout  time.Duration `yaml:"stale_series_timeout"`
 	MaxSeriesPerTenant  int           `yaml:"max_series_per_tenant"`
+	// InstanceLabel is written as label __metrics_gen_instance (Tempo's
+	// name for it) on every series. Each distributor aggregates only the
+	// spans it received, so two distributors writing the same series
+	// without it would interleave unrelated cumulative values.
+	InstanceLabel string `yaml:"instance_label"`
 }
 
 // RegisterFlags registers the derived-metrics flags.
@@ -89,6 +95,11 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.ServiceGraphMaxEdge, "traces.derived-metrics.service-graph-max-items", 10000, "Maximum unpaired edges held per tenant; spans beyond it count in traces_service_graph_dropped_spans_total.")
 	f.DurationVar(&c.StaleSeriesTimeout, "traces.derived-metrics.stale-series-timeout", 15*time.Minute, "Derived series not updated for this long stop being written.")
 	f.IntVar(&c.MaxSeriesPerTenant, "traces.derived-metrics.max-series-per-tenant", 50000, "Maximum derived series per tenant; 0 means no limit.")
+	host, err := os.Hostname()
+	if err != nil {
+		host = ""
+	}
+	f.StringVar(&c.InstanceLabel, "traces.derived-metrics.instance-label", host, "Value of the __metrics_gen_instance label on derived series, unique per distributor (defaults to the host name; set it to the instance ID when several distributors share a host). Empty omits the label.")
 }
 
 // Validate checks the configuration.
@@ -201,7 +212,7 @@ func (g *Generator) tenant(id string) *tenantState {
 	defer g.mtx.Unlock()
 	ts, ok := g.tenants[id]
 	if !ok {
-		ts = &tenantState{reg: newRegistry(g.cfg.MaxSeriesPerTenant), edges: map[edgeKey]*edge{}}
+		ts = &tenantState{reg: newRegistry(g.cfg.MaxSeriesPerTenant, g.cfg.InstanceLabel), edges: map[edgeKey]*edge{}}
 		g.tenants[id] = ts
 	}
 	return ts

@@ -82,6 +82,7 @@ func newTestGenerator(t *testing.T, now *time.Time) (*Generator, *recordingPushe
 	t.Helper()
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("test", flag.PanicOnError))
+	cfg.InstanceLabel = "" // exact label sets below
 	p := &recordingPusher{}
 	g, err := New(cfg, p, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -324,5 +325,24 @@ func TestSeriesLimit(t *testing.T) {
 	ts := g.tenant("t1")
 	if n := len(ts.reg.counters) + len(ts.reg.hists); n != 3 {
 		t.Errorf("%d series, limit 3", n)
+	}
+}
+
+func TestInstanceLabel(t *testing.T) {
+	now := time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
+	g, p := newTestGenerator(t, &now)
+	g.cfg.InstanceLabel = "distributor-1"
+	g.ConsumeTraces(context.Background(), "t1", threeServiceTrace(now))
+	if err := g.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s := p.last(t, "t1")
+	if len(s) == 0 {
+		t.Fatal("no series")
+	}
+	for k := range s {
+		if !strings.Contains(k, `__metrics_gen_instance="distributor-1"`) {
+			t.Errorf("series %s lacks the instance label", k)
+		}
 	}
 }

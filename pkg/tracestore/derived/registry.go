@@ -64,12 +64,17 @@ type histogram struct {
 // registry holds a tenant's derived series.
 type registry struct {
 	maxSeries int
+	extra     []label // added to every series on write
 	counters  map[string]*counter
 	hists     map[string]*histogram
 }
 
-func newRegistry(maxSeries int) *registry {
-	return &registry{maxSeries: maxSeries, counters: map[string]*counter{}, hists: map[string]*histogram{}}
+func newRegistry(maxSeries int, instance string) *registry {
+	r := &registry{maxSeries: maxSeries, counters: map[string]*counter{}, hists: map[string]*histogram{}}
+	if instance != "" {
+		r.extra = []label{{"__metrics_gen_instance", instance}}
+	}
+	return r
 }
 
 func (r *registry) full() bool {
@@ -192,7 +197,7 @@ func (r *registry) appendTo(ts []prompb.TimeSeries, now time.Time) []prompb.Time
 	for _, k := range keys {
 		c := r.counters[k]
 		ts = append(ts, prompb.TimeSeries{
-			Labels:    promLabels(c.name, c.labels),
+			Labels:    promLabels(c.name, c.labels, r.extra...),
 			Samples:   samples(c.sent, c.created, ms, c.value),
 			Exemplars: promExemplar(c.ex),
 		})
@@ -213,7 +218,7 @@ func (r *registry) appendTo(ts []prompb.TimeSeries, now time.Time) []prompb.Time
 				bound = h.bounds[i]
 			}
 			series := prompb.TimeSeries{
-				Labels:  promLabels(h.name+"_bucket", h.labels, label{"le", formatBound(bound)}),
+				Labels:  promLabels(h.name+"_bucket", h.labels, append([]label{{"le", formatBound(bound)}}, r.extra...)...),
 				Samples: samples(h.sent, h.created, ms, float64(cum)),
 			}
 			if h.ex != nil && h.exIdx == i {
@@ -222,8 +227,8 @@ func (r *registry) appendTo(ts []prompb.TimeSeries, now time.Time) []prompb.Time
 			ts = append(ts, series)
 		}
 		ts = append(ts,
-			prompb.TimeSeries{Labels: promLabels(h.name+"_sum", h.labels), Samples: samples(h.sent, h.created, ms, h.sum)},
-			prompb.TimeSeries{Labels: promLabels(h.name+"_count", h.labels), Samples: samples(h.sent, h.created, ms, float64(h.count))},
+			prompb.TimeSeries{Labels: promLabels(h.name+"_sum", h.labels, r.extra...), Samples: samples(h.sent, h.created, ms, h.sum)},
+			prompb.TimeSeries{Labels: promLabels(h.name+"_count", h.labels, r.extra...), Samples: samples(h.sent, h.created, ms, float64(h.count))},
 		)
 		h.sent, h.ex = true, nil
 	}

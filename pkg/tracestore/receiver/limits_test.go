@@ -296,9 +296,14 @@ func TestReplicationQuorum(t *testing.T) {
 	}
 	// Two down: no quorum → 503, which clients retry.
 	h.ings[1].setFail(status.Error(codes.Unavailable, "down"))
+	fed := h.gen.count("anonymous")
 	code, body := post(t, url, ctProtobuf, otlpBody(t, makeTraces(4, 1), false), nil)
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("two replicas down: %d %q", code, body)
+	}
+	// The client retries a 503: derived metrics must not count the batch yet.
+	if got := h.gen.count("anonymous"); got != fed {
+		t.Errorf("generator fed %d spans of a failed write", got-fed)
 	}
 	// Ingesters refusing the data (a per-trace limit) is the client's
 	// problem: 400 with the ingester's message.

@@ -25,8 +25,10 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// SpanConsumer sees every accepted span before it is sharded; the
-// derived-metrics generator implements it. It must not retain td.
+// SpanConsumer sees every span the ingesters acknowledged, once per
+// request, in the distributor (so before the per-ingester split, which
+// would show it each span RF times); the derived-metrics generator
+// implements it. It must not retain td.
 type SpanConsumer interface {
 	ConsumeTraces(ctx context.Context, tenant string, td ptrace.Traces)
 }
@@ -179,9 +181,6 @@ func (r *Receiver) Push(ctx context.Context, tenant, protocol string, td ptrace.
 				r.limits.IngestionRateSpans(tenant), r.limits.IngestionBurstSizeSpans(tenant), tenant, accepted, flagRateSpans, flagBurstSpans),
 		}
 	}
-	if r.generator != nil {
-		r.generator.ConsumeTraces(ctx, tenant, td)
-	}
 	if err := r.shard(ctx, tenant, td); err != nil {
 		var pe *PushError
 		if errors.As(err, &pe) {
@@ -191,6 +190,11 @@ func (r *Receiver) Push(ctx context.Context, tenant, protocol string, td ptrace.
 		}
 		return PushResult{}, &PushError{Code: http.StatusServiceUnavailable, Reason: "ingester_unavailable", Rejected: total,
 			Msg: fmt.Sprintf("writing %d spans to ingesters failed: %v", accepted, err)}
+	}
+	// Derived metrics count acknowledged spans only: a batch that failed
+	// here is retried by the client and would otherwise be counted twice.
+	if r.generator != nil {
+		r.generator.ConsumeTraces(ctx, tenant, td)
 	}
 	return PushResult{Accepted: accepted, Rejected: rejected, Msg: msg}, nil
 }
