@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/thanos-io/thanos/pkg/store/storepb"
+	"google.golang.org/grpc"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
 )
@@ -39,6 +40,8 @@ type Config struct {
 	LookbackDelta             time.Duration          `yaml:"lookback_delta"`
 	DefaultEvaluationInterval time.Duration          `yaml:"default_evaluation_interval"`
 	Client                    client.Config          `yaml:"client"`
+	ThanosStoreListenAddress  string                 `yaml:"thanos_store_listen_address"`
+	ThanosStoreDefaultTenant  string                 `yaml:"thanos_store_default_tenant"`
 }
 
 // RegisterFlags registers the querier flags. The lead sets StoreGatewayAddresses' default
@@ -52,6 +55,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.LookbackDelta, "querier.lookback-delta", 5*time.Minute, "How far back PromQL looks for the latest sample of a series.")
 	f.DurationVar(&c.DefaultEvaluationInterval, "querier.default-evaluation-interval", time.Minute, "Step of subqueries that give no step.")
 	c.Client.RegisterFlagsWithPrefix("querier.client.", f)
+	f.StringVar(&c.ThanosStoreListenAddress, "querier.thanos-store-listen-address", "", "Address (e.g. :10901) on which to serve the Thanos StoreAPI and Info API over the merged view, for a Thanos Querier --endpoint. Empty disables it.")
+	f.StringVar(&c.ThanosStoreDefaultTenant, "querier.thanos-store-default-tenant", "anonymous", "Tenant for Thanos StoreAPI requests without THANOS-TENANT or X-Scope-OrgID metadata. Empty rejects them (use with multi-tenancy).")
 }
 
 // Validate checks the configuration.
@@ -106,6 +111,10 @@ type Querier struct {
 	engine        *promql.Engine
 	subservices   *services.Manager
 	now           func() time.Time
+
+	thanosServer *grpc.Server
+	thanosAddr   string
+	thanosDone   chan struct{}
 }
 
 var (
@@ -171,16 +180,16 @@ func EngineOpts(cfg Config, logger *slog.Logger, reg prometheus.Registerer) prom
 }
 
 func (q *Querier) starting(ctx context.Context) error {
-	if q.subservices == nil {
-		return nil
+	if q.subservices != nil {
+		if err := services.StartManagerAndAwaitHealthy(ctx, q.subservices); err != nil {
+			return fmt.Errorf("start querier subservices: %w", err)
+		}
 	}
-	if err := services.StartManagerAndAwaitHealthy(ctx, q.subservices); err != nil {
-		return fmt.Errorf("start querier subservices: %w", err)
-	}
-	return nil
+	return q.startThanosListener()
 }
 
 func (q *Querier) stopping(error) error {
+	q.stopThanosListener()
 	var errs []error
 	if q.subservices != nil {
 		if err := services.StopManagerAndAwaitStopped(context.Background(), q.subservices); err != nil {

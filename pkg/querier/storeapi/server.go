@@ -77,14 +77,17 @@ func TenantFromContext(ctx context.Context, def string) (string, error) {
 
 // prepare resolves tenant, external labels and matchers. ok=false means the request's
 // matchers can never match this tenant's external labels, so the answer is empty.
-func (s *Server) prepare(ctx context.Context, pbms []storepb.LabelMatcher) (tenant string, ext labels.Labels, ms []*labels.Matcher, ok bool, err error) {
+// The returned context carries the tenant as dskit org ID, so sources that fan out
+// further (the querier) forward it.
+func (s *Server) prepare(ctx context.Context, pbms []storepb.LabelMatcher) (_ context.Context, tenant string, ext labels.Labels, ms []*labels.Matcher, ok bool, err error) {
 	tenant, err = TenantFromContext(ctx, s.opts.DefaultTenant)
 	if err != nil {
-		return "", ext, nil, false, err
+		return ctx, "", ext, nil, false, err
 	}
+	ctx = user.InjectOrgID(ctx, tenant)
 	all, err := storepb.MatchersToPromMatchers(pbms...)
 	if err != nil {
-		return "", ext, nil, false, status.Errorf(codes.InvalidArgument, "invalid matchers: %v", err)
+		return ctx, "", ext, nil, false, status.Errorf(codes.InvalidArgument, "invalid matchers: %v", err)
 	}
 	ext = labels.EmptyLabels()
 	if s.opts.ExternalLabels != nil {
@@ -94,7 +97,7 @@ func (s *Server) prepare(ctx context.Context, pbms []storepb.LabelMatcher) (tena
 	for _, m := range all {
 		if ext.Has(m.Name) {
 			if !m.Matches(ext.Get(m.Name)) {
-				return tenant, ext, nil, false, nil
+				return ctx, tenant, ext, nil, false, nil
 			}
 			continue
 		}
@@ -104,7 +107,7 @@ func (s *Server) prepare(ctx context.Context, pbms []storepb.LabelMatcher) (tena
 		// The TSDB needs at least one matcher; every series has a metric name.
 		ms = append(ms, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"))
 	}
-	return tenant, ext, ms, true, nil
+	return ctx, tenant, ext, ms, true, nil
 }
 
 func (s *Server) querier(ctx context.Context, tenant string, mint, maxt int64) (storage.ChunkQuerier, error) {
@@ -124,8 +127,7 @@ func (s *Server) querier(ctx context.Context, tenant string, mint, maxt int64) (
 
 // Series implements storepb.StoreServer.
 func (s *Server) Series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServer) error {
-	ctx := srv.Context()
-	tenant, ext, ms, ok, err := s.prepare(ctx, req.Matchers)
+	ctx, tenant, ext, ms, ok, err := s.prepare(srv.Context(), req.Matchers)
 	if err != nil || !ok {
 		return err
 	}
@@ -195,7 +197,7 @@ func (s *Server) Series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServ
 
 // LabelNames implements storepb.StoreServer.
 func (s *Server) LabelNames(ctx context.Context, req *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {
-	tenant, ext, ms, ok, err := s.prepare(ctx, req.Matchers)
+	ctx, tenant, ext, ms, ok, err := s.prepare(ctx, req.Matchers)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +231,7 @@ func (s *Server) LabelNames(ctx context.Context, req *storepb.LabelNamesRequest)
 
 // LabelValues implements storepb.StoreServer.
 func (s *Server) LabelValues(ctx context.Context, req *storepb.LabelValuesRequest) (*storepb.LabelValuesResponse, error) {
-	tenant, ext, ms, ok, err := s.prepare(ctx, req.Matchers)
+	ctx, tenant, ext, ms, ok, err := s.prepare(ctx, req.Matchers)
 	if err != nil {
 		return nil, err
 	}
