@@ -43,25 +43,27 @@ func encodeWALRecord(dst, payload []byte) []byte {
 	return append(dst, payload...)
 }
 
-// decodeWALRecord parses one record at the start of buf and returns the
-// payload and the total number of bytes consumed. errTornRecord means the
-// buffer ends mid-record or the checksum does not match.
-func decodeWALRecord(buf []byte) (payload []byte, n int, err error) {
-	if len(buf) < walHeaderSize {
-		return nil, 0, errTornRecord
+// readWALRecord reads one record from r, where remaining bytes are left in
+// the segment. errTornRecord means the segment ends mid-record, the length
+// is implausible or the checksum does not match.
+func readWALRecord(r io.Reader, remaining int64) ([]byte, error) {
+	var hdr [walHeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, fmt.Errorf("%w: header: %v", errTornRecord, err)
 	}
-	size := binary.LittleEndian.Uint32(buf[0:4])
-	if size > maxWALRecord {
-		return nil, 0, fmt.Errorf("%w: record length %d exceeds %d", errTornRecord, size, maxWALRecord)
+	size := binary.LittleEndian.Uint32(hdr[0:4])
+	if size > maxWALRecord || int64(size) > remaining-walHeaderSize {
+		return nil, fmt.Errorf("%w: record length %d with %d bytes left", errTornRecord, size, remaining-walHeaderSize)
 	}
-	if uint64(len(buf)-walHeaderSize) < uint64(size) {
-		return nil, 0, errTornRecord
+	// A fresh buffer per record: decoded OTLP may alias it.
+	payload := make([]byte, size)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", errTornRecord, err)
 	}
-	payload = buf[walHeaderSize : walHeaderSize+int(size)]
-	if crc32c(payload) != binary.LittleEndian.Uint32(buf[4:8]) {
-		return nil, 0, fmt.Errorf("%w: checksum mismatch", errTornRecord)
+	if crc32c(payload) != binary.LittleEndian.Uint32(hdr[4:8]) {
+		return nil, fmt.Errorf("%w: checksum mismatch", errTornRecord)
 	}
-	return payload, walHeaderSize + int(size), nil
+	return payload, nil
 }
 
 // wal is a segmented write-ahead log with group commit. Segments are files
@@ -282,27 +284,31 @@ func (w *wal) Close() error {
 	return nil
 }
 
-// replaySegment calls fn for every intact record of a segment. A torn tail is
-// ignored (logged by the caller via the returned count of dropped bytes).
+// replaySegment calls fn for every intact record of a segment, streaming so
+// a large segment is never held in memory at once. It stops at the first torn
+// or corrupt record and returns how many bytes from there on were ignored;
+// those were never acknowledged because acknowledgement waits for fsync.
 func replaySegment(path string, fn func(payload []byte) error) (dropped int, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, fmt.Errorf("open WAL segment %s: %w", path, err)
 	}
 	defer f.Close()
-	buf, err := io.ReadAll(f)
+	fi, err := f.Stat()
 	if err != nil {
-		return 0, fmt.Errorf("read WAL segment %s: %w", path, err)
+		return 0, fmt.Errorf("stat WAL segment %s: %w", path, err)
 	}
-	for len(buf) > 0 {
-		payload, n, derr := decodeWALRecord(buf)
-		if derr != nil {
-			return len(buf), nil
+	r := bufio.NewReaderSize(f, 1<<20)
+	var off int64
+	for off < fi.Size() {
+		payload, err := readWALRecord(r, fi.Size()-off)
+		if err != nil {
+			return int(fi.Size() - off), nil
 		}
 		if err := fn(payload); err != nil {
-			return 0, fmt.Errorf("replay WAL segment %s: %w", path, err)
+			return 0, fmt.Errorf("replay WAL segment %s at offset %d: %w", path, off, err)
 		}
-		buf = buf[n:]
+		off += walHeaderSize + int64(len(payload))
 	}
 	return 0, nil
 }
