@@ -25,7 +25,7 @@ var (
 )
 
 // vigilBinary builds cmd/vigil once per test run.
-func vigilBinary(t *testing.T) string {
+func vigilBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "vigil-bin")
@@ -47,7 +47,7 @@ func vigilBinary(t *testing.T) string {
 
 // instance is one running vigil process.
 type instance struct {
-	t        *testing.T
+	t        testing.TB
 	args     []string
 	dataDir  string
 	HTTPPort int
@@ -63,7 +63,7 @@ type instance struct {
 
 // startVigil starts the binary with every listener on a free loopback port and waits for
 // /ready. extra flags come last and win.
-func startVigil(t *testing.T, dataDir string, extra ...string) *instance {
+func startVigil(t testing.TB, dataDir string, extra ...string) *instance {
 	t.Helper()
 	in := &instance{
 		t: t, dataDir: dataDir,

@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/grafana/dskit/flagext"
@@ -88,10 +91,29 @@ func (c *Config) yamlString() (string, error) {
 	return string(out), nil
 }
 
-// applyDerivedDefaults fills values that default relative to other settings.
+// applyDerivedDefaults fills values that default relative to other settings, so that
+// -data-dir and -server.grpc-listen-port alone place and connect everything. A component
+// setting still at its registered default follows the global one; an explicit value wins.
 func (c *Config) applyDerivedDefaults() {
 	if c.Storage.Filesystem.Dir == "" {
 		c.Storage.Filesystem.Dir = filepath.Join(c.DataDir, "bucket")
+	}
+	if c.Ingester.DataDir == "./data" {
+		c.Ingester.DataDir = c.DataDir
+	}
+	if c.StoreGateway.DataDir == "./data/store-gateway" {
+		c.StoreGateway.DataDir = filepath.Join(c.DataDir, "store-gateway")
+	}
+	if c.Ingester.Ring.InstancePort == 9095 {
+		c.Ingester.Ring.InstancePort = c.Server.GRPCListenPort
+	}
+	// In one process the querier reaches the store-gateway on its own gRPC port.
+	if len(c.Querier.StoreGatewayAddresses) == 0 && (slices.Contains(c.Target, All) || slices.Contains(c.Target, StoreGateway)) {
+		host := c.Server.GRPCListenAddress
+		if host == "" || host == "0.0.0.0" {
+			host = "127.0.0.1"
+		}
+		c.Querier.StoreGatewayAddresses = []string{net.JoinHostPort(host, strconv.Itoa(c.Server.GRPCListenPort))}
 	}
 }
 

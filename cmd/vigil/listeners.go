@@ -96,3 +96,37 @@ func newGRPCListener(name, addr string, srv *grpc.Server, logger *slog.Logger) s
 	}
 	return services.NewBasicService(starting, running, stopping).WithName(name)
 }
+
+// newGroupService runs several services as one module: all start, all stop.
+func newGroupService(name string, svcs ...services.Service) (services.Service, error) {
+	m, err := services.NewManager(svcs...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	starting := func(ctx context.Context) error {
+		if err := m.StartAsync(ctx); err != nil {
+			return err
+		}
+		return m.AwaitHealthy(ctx)
+	}
+	running := func(ctx context.Context) error {
+		failed := make(chan error, 1)
+		m.AddListener(services.NewManagerListener(nil, nil, func(s services.Service) {
+			select {
+			case failed <- s.FailureCase():
+			default:
+			}
+		}))
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-failed:
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	stopping := func(error) error {
+		m.StopAsync()
+		return m.AwaitStopped(context.Background())
+	}
+	return services.NewBasicService(starting, running, stopping).WithName(name), nil
+}

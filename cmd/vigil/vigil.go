@@ -11,10 +11,8 @@ import (
 	"slices"
 	"strings"
 
-	gokitlog "github.com/go-kit/log"
 	"github.com/grafana/dskit/flagext"
 	"github.com/grafana/dskit/kv"
-	"github.com/grafana/dskit/kv/codec"
 	"github.com/grafana/dskit/kv/memberlist"
 	"github.com/grafana/dskit/modules"
 	"github.com/grafana/dskit/ring"
@@ -24,20 +22,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/thanos-io/objstore"
-	"google.golang.org/grpc"
 
+	"github.com/vigil-obs/vigil/pkg/distributor"
+	"github.com/vigil-obs/vigil/pkg/ingester"
+	ingclient "github.com/vigil-obs/vigil/pkg/ingester/client"
+	"github.com/vigil-obs/vigil/pkg/querier"
 	"github.com/vigil-obs/vigil/pkg/storage/bucket"
+	"github.com/vigil-obs/vigil/pkg/storegateway"
 	"github.com/vigil-obs/vigil/pkg/util/logutil"
 	"github.com/vigil-obs/vigil/pkg/util/validation"
-)
-
-// Module names, usable in -target.
-const (
-	All          = "all"
-	Server       = "server"
-	MemberlistKV = "memberlist-kv"
-	Overrides    = "overrides"
-	Bucket       = "bucket"
 )
 
 // Config is the whole of Vigil's configuration; every YAML key also has a flag.
@@ -54,6 +47,12 @@ type Config struct {
 	Limits        validation.Limits    `yaml:"limits"`
 	RuntimeConfig runtimeconfig.Config `yaml:"runtime_config"`
 	Listeners     ListenersConfig      `yaml:"listeners"`
+
+	Distributor    distributor.Config  `yaml:"distributor"`
+	Ingester       ingester.Config     `yaml:"ingester"`
+	IngesterClient ingclient.Config    `yaml:"ingester_client"`
+	Querier        querier.Config      `yaml:"querier"`
+	StoreGateway   storegateway.Config `yaml:"store_gateway"`
 }
 
 // RegisterFlags registers every flag with Vigil's defaults.
@@ -76,6 +75,11 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Limits.RegisterFlags(f)
 	c.RuntimeConfig.RegisterFlags(f)
 	c.Listeners.RegisterFlags(f)
+	c.Distributor.RegisterFlags(f)
+	c.Ingester.RegisterFlags(f)
+	c.IngesterClient.RegisterFlags(f)
+	c.Querier.RegisterFlags(f)
+	c.StoreGateway.RegisterFlags(f)
 }
 
 // Validate checks the configuration; each error names the offending key.
@@ -105,10 +109,13 @@ type vigil struct {
 	mm       *modules.Manager
 	services map[string]services.Service
 
-	server     *server.Server
-	memberlist *memberlist.KVInitService
-	overrides  *validation.OverridesManager
-	bucket     objstore.InstrumentedBucket
+	server       *server.Server
+	memberlist   *memberlist.KVInitService
+	ringKV       kv.Client
+	ingesterRing *ring.Ring
+	overrides    *validation.OverridesManager
+	bucket       objstore.InstrumentedBucket
+	distributor  *distributor.Distributor
 }
 
 func newVigil(cfg *Config, logOut io.Writer) (*vigil, error) {
@@ -123,9 +130,9 @@ func newVigil(cfg *Config, logOut io.Writer) (*vigil, error) {
 	return v, nil
 }
 
-// ringKV is the KV configuration for every ring: memberlist, shared by all rings in the
-// process.
-func (v *vigil) ringKV() kv.Config {
+// ringKVConfig is the KV configuration for every ring: memberlist, shared by all rings in
+// the process.
+func (v *vigil) ringKVConfig() kv.Config {
 	return kv.Config{Store: "memberlist", StoreConfig: kv.StoreConfig{MemberlistKV: v.memberlist.GetMemberlistKV}}
 }
 
@@ -136,6 +143,9 @@ func (v *vigil) initServer() (services.Service, error) {
 	cfg.Gatherer = v.reg
 	cfg.MetricsNamespace = "vigil"
 	cfg.RegisterInstrumentation = true
+	// Internal traffic is gogo-generated protobuf (prompb, storepb); Vigil's codec marshals it
+	// with the generated code instead of reflection.
+	cfg.GRPCOptions = append(cfg.GRPCOptions, ingclient.ServerOptions()...)
 	cfg.GRPCMiddleware = append(cfg.GRPCMiddleware, tenantUnaryInterceptor)
 	cfg.GRPCStreamMiddleware = append(cfg.GRPCStreamMiddleware, tenantStreamInterceptor)
 	srv, err := server.New(cfg)
@@ -153,8 +163,6 @@ func (v *vigil) initMemberlistKV() (services.Service, error) {
 	v.memberlist = memberlist.NewKVInitService(&v.cfg.MemberlistKV, logutil.GoKit(v.logger), newDNSProvider(v.reg, v.logger), v.reg)
 	return v.memberlist, nil
 }
-
-var _ = codec.Codec(nil)
 
 func (v *vigil) initOverrides() (services.Service, error) {
 	m, err := validation.NewOverridesManager(v.cfg.RuntimeConfig, v.cfg.Limits, v.reg, v.logger)
@@ -192,9 +200,3 @@ func (v *vigil) indexHandler(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "Vigil (%s)\n\n/ready\n/metrics\n/config\n/ring\n/debug/pprof/\n/prometheus/api/v1/\n", v.cfg.Target.String())
 }
-
-var _ = grpc.NewServer
-
-func logutilGoKit(v *vigil) gokitLogger { return logutil.GoKit(v.logger) }
-
-type gokitLogger = gokitlog.Logger
