@@ -29,6 +29,7 @@ type Config struct {
 	StripeSize      int   `yaml:"tsdb_stripe_size"`
 	MaxRejections   int   `yaml:"max_rejections_per_push"`
 	ShipperDisabled bool  `yaml:"shipper_disabled"`
+	FlushOnShutdown bool  `yaml:"flush_on_shutdown"`
 
 	Ring RingConfig `yaml:"ring"`
 }
@@ -50,6 +51,7 @@ func (cfg *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&cfg.StripeSize, "ingester.tsdb-stripe-size", 16384, "Number of lock stripes of the TSDB series map (power of two).")
 	f.IntVar(&cfg.MaxRejections, "ingester.max-rejections-per-push", 100, "Maximum number of per-series rejection entries in one push response; further rejections are summed per reason.")
 	f.BoolVar(&cfg.ShipperDisabled, "ingester.shipper-disabled", false, "Do not upload blocks to object storage (blocks then stay local until retention and are lost to long-term queries).")
+	f.BoolVar(&cfg.FlushOnShutdown, "ingester.flush-on-shutdown", false, "Cut every head into blocks and ship them when the ingester stops (use when scaling down; a normal restart replays the WAL instead).")
 	cfg.Ring.RegisterFlags(f)
 }
 

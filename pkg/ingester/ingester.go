@@ -155,6 +155,11 @@ func (i *Ingester) stopping(_ error) error {
 			errs = append(errs, fmt.Errorf("stop ingester subservices: %w", err))
 		}
 	}
+	if i.cfg.FlushOnShutdown {
+		if err := i.FlushAll(context.Background()); err != nil {
+			errs = append(errs, fmt.Errorf("flush on shutdown: %w", err))
+		}
+	}
 	i.mtx.Lock()
 	dbs := i.tsdbs
 	i.tsdbs = map[string]*userTSDB{}
@@ -229,7 +234,7 @@ func (i *Ingester) compactAll(ctx context.Context, force bool) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := u.applyLimits(i.limits); err != nil {
+		if err := u.applyLimits(i.limits, i.cfg.MaxExemplars); err != nil {
 			u.logger.Warn("applying limits failed", "err", err)
 		}
 		idle := i.cfg.HeadCompactionIdleTimeout > 0 &&

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -610,5 +611,79 @@ func TestOrderWithinOneRequest(t *testing.T) {
 		if s.t != base+int64(i)*1000 || s.v != float64(i+1) {
 			t.Fatalf("sample %d = %+v", i, s)
 		}
+	}
+}
+
+type changingLimits struct {
+	ooo atomic.Int64
+}
+
+func (l *changingLimits) MaxSeriesPerTenant(string) int { return 0 }
+func (l *changingLimits) MaxSeriesPerMetric(string) int { return 0 }
+func (l *changingLimits) OutOfOrderTimeWindow(string) time.Duration {
+	return time.Duration(l.ooo.Load())
+}
+
+func TestOutOfOrderWindowChangesAtRuntime(t *testing.T) {
+	limits := &changingLimits{}
+	ing := startIngester(t, testConfig(t), limits, nil)
+	base := time.Now().UnixMilli()
+	a := []string{"__name__", "a"}
+	push := func(ts int64) *client.PushResponse {
+		resp, err := ing.Push(ctxFor("t1"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series(a, prompb.Sample{Timestamp: ts, Value: 1})}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	push(base)
+	if r := push(base - 60_000); len(r.Rejections) != 1 || r.Rejections[0].Reason != client.ReasonOutOfOrder {
+		t.Fatalf("with no window: %s", r)
+	}
+	limits.ooo.Store(int64(time.Hour))
+	// The compaction loop applies changed limits; run one iteration now.
+	if err := ing.compactAll(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if r := push(base - 60_000); r.SamplesWritten != 1 || len(r.Rejections) != 0 {
+		t.Fatalf("with a 1h window: %s", r)
+	}
+	// Exemplar storage survived the reconfiguration.
+	ts := series(a, prompb.Sample{Timestamp: base + 1000, Value: 2})
+	ts.Exemplars = []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: "abc"}}, Value: 2, Timestamp: base + 1000}}
+	r, err := ing.Push(ctxFor("t1"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{ts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ExemplarsWritten != 1 {
+		t.Fatalf("exemplar after reconfiguration: %s", r)
+	}
+}
+
+func TestFlushOnShutdown(t *testing.T) {
+	bkt := objstore.NewInMemBucket()
+	cfg := testConfig(t)
+	cfg.FlushOnShutdown = true
+	ing, err := New(cfg, nil, bkt, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), ing); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ing.Push(ctxFor("t1"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series([]string{"__name__", "a"}, prompb.Sample{Timestamp: time.Now().UnixMilli(), Value: 1}),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StopAndAwaitTerminated(context.Background(), ing); err != nil {
+		t.Fatal(err)
+	}
+	shipped := false
+	for name := range bkt.Objects() {
+		shipped = shipped || strings.HasPrefix(name, "t1/") && strings.HasSuffix(name, "/meta.json")
+	}
+	if !shipped {
+		t.Fatalf("nothing shipped on shutdown: %v", bkt.Objects())
 	}
 }

@@ -145,7 +145,7 @@ func (u *userTSDB) blocksToDelete(retention time.Duration) tsdb.BlocksToDeleteFu
 }
 
 // applyLimits applies a changed out-of-order window without a restart.
-func (u *userTSDB) applyLimits(limits Limits) error {
+func (u *userTSDB) applyLimits(limits Limits, maxExemplars int64) error {
 	if limits == nil {
 		return nil
 	}
@@ -153,7 +153,12 @@ func (u *userTSDB) applyLimits(limits Limits) error {
 	if want == u.oooWindow.Load() {
 		return nil
 	}
-	cfg := &config.Config{StorageConfig: config.StorageConfig{TSDBConfig: &config.TSDBConfig{OutOfOrderTimeWindow: want}}}
+	// ApplyConfig also resizes exemplar storage (and dereferences ExemplarsConfig when
+	// exemplars are enabled), so the exemplar size must be passed unchanged.
+	cfg := &config.Config{StorageConfig: config.StorageConfig{
+		TSDBConfig:      &config.TSDBConfig{OutOfOrderTimeWindow: want},
+		ExemplarsConfig: &config.ExemplarsConfig{MaxExemplars: maxExemplars},
+	}}
 	if err := u.db.ApplyConfig(cfg); err != nil {
 		return fmt.Errorf("apply out-of-order window %dms for tenant %q: %w", want, u.tenant, err)
 	}
