@@ -37,6 +37,7 @@ type IngesterConfig struct {
 	CutCheckInterval time.Duration `yaml:"cut_check_interval"`
 	RowGroupSpans    int           `yaml:"row_group_spans"`
 	RetainFlushed    time.Duration `yaml:"retain_flushed"`
+	FlushOnShutdown  bool          `yaml:"flush_on_shutdown"`
 }
 
 // RegisterFlags registers the trace head flags.
@@ -47,6 +48,7 @@ func (c *IngesterConfig) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.TraceIdlePeriod, "traces.trace-idle-period", 10*time.Second, "At a block cut, traces that received spans within this period move to the next block so traces are not split.")
 	f.DurationVar(&c.CutCheckInterval, "traces.cut-check-interval", 10*time.Second, "How often the head checks whether to cut a block.")
 	f.IntVar(&c.RowGroupSpans, "traces.block-row-group-spans", 4096, "Target spans per Parquet row group; a trace-by-ID lookup reads one row group.")
+	f.BoolVar(&c.FlushOnShutdown, "traces.flush-on-shutdown", false, "Cut and upload every head on shutdown (for scaling ingesters down); otherwise the WAL is replayed on the next start.")
 	f.DurationVar(&c.RetainFlushed, "traces.retain-flushed", 2*time.Minute, "Keep flushed head blocks queryable this long, covering the queriers' block sync interval.")
 }
 
@@ -218,6 +220,11 @@ func (i *TraceIngester) Export(ctx context.Context, req ptraceotlp.ExportRequest
 	if err != nil {
 		return resp, status.Error(codes.Internal, err.Error())
 	}
+	if pending := h.pendingBytes(); pending > 2*i.cfg.MaxBlockBytes {
+		// Uploads are failing: refuse (retryably) instead of growing the
+		// head until the process runs out of memory.
+		return resp, status.Errorf(codes.ResourceExhausted, "tenant %s: %d bytes of trace blocks wait for upload to object storage; retry later", tenant, pending)
+	}
 	h.cutMu.RLock()
 	defer h.cutMu.RUnlock()
 	accepted, rejected := h.admit(rows, i.limits, i.now())
@@ -250,6 +257,17 @@ func (i *TraceIngester) Export(ctx context.Context, req ptraceotlp.ExportRequest
 		return resp, i.rejectionError(tenant, rejected)
 	}
 	return resp, nil
+}
+
+// pendingBytes is the size of frozen blocks not yet uploaded.
+func (t *tenantHead) pendingBytes() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var n int64
+	for _, b := range t.flushing {
+		n += b.bytes
+	}
+	return n
 }
 
 func (t *tenantHead) curBytes() int64 {
@@ -318,9 +336,15 @@ func (i *TraceIngester) running(ctx context.Context) error {
 }
 
 func (i *TraceIngester) stopping(_ error) error {
+	var errs []error
+	if i.cfg.FlushOnShutdown {
+		if err := i.FlushAll(context.Background()); err != nil {
+			// The WAL still has everything; it is replayed on the next start.
+			errs = append(errs, fmt.Errorf("flush on shutdown: %w", err))
+		}
+	}
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	var errs []error
 	for tenant, h := range i.heads {
 		if err := h.wal.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("tenant %s: %w", tenant, err))

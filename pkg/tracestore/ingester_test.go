@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -516,5 +517,67 @@ func TestAddrHeadSourceQueriesIngestersByAddress(t *testing.T) {
 	addrs = []string{"127.0.0.1:1"}
 	if _, err := q.Services(tenantCtx("t1"), time.Time{}, time.Time{}); err == nil {
 		t.Fatal("query succeeded with every ingester down")
+	}
+}
+
+// failingBucket fails uploads until healed.
+type failingBucket struct {
+	objstore.Bucket
+	mu     sync.Mutex
+	broken bool
+}
+
+func (f *failingBucket) Upload(ctx context.Context, name string, r io.Reader, opts ...objstore.ObjectUploadOption) error {
+	f.mu.Lock()
+	broken := f.broken
+	f.mu.Unlock()
+	if broken {
+		return errors.New("injected upload failure")
+	}
+	return f.Bucket.Upload(ctx, name, r, opts...)
+}
+
+func TestFailedUploadKeepsWALAndBacksOff(t *testing.T) {
+	base := newTestBucket(t)
+	bkt := &failingBucket{Bucket: base, broken: true}
+	cfg := testIngesterConfig(t.TempDir())
+	cfg.MaxBlockBytes = 4 << 10
+	ing := startIngester(t, cfg, bkt, nil)
+	ctx := tenantCtx("t1")
+	var pushErr error
+	accepted := 0
+	for i := 0; i < 20 && pushErr == nil; i++ {
+		_, pushErr = ing.Export(ctx, exportReq(genTraces(genOpts{traces: 5, spansPerTrace: 5, attrsPerSpan: 10, seed: int64(i)})))
+		if pushErr == nil {
+			accepted++
+			if err := ing.FlushAll(context.Background()); err == nil {
+				t.Fatal("flush succeeded with a broken bucket")
+			}
+		}
+	}
+	if status.Code(pushErr) != codes.ResourceExhausted {
+		t.Fatalf("push with a growing upload backlog: %v, want ResourceExhausted", pushErr)
+	}
+	// Restart before the bucket heals: everything acknowledged comes back from the WAL.
+	if err := ing.stopping(nil); err != nil {
+		t.Fatal(err)
+	}
+	bkt.mu.Lock()
+	bkt.broken = false
+	bkt.mu.Unlock()
+	ing2 := startIngester(t, cfg, bkt, nil)
+	if _, found, _ := ing2.TraceByID(ctx, testTraceID(0, 3), time.Time{}, time.Time{}); !found {
+		t.Fatal("acknowledged trace lost after failed uploads and restart")
+	}
+	if err := ing2.FlushAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	q := testQuerier(t, base, nil)
+	for seed := 0; seed < accepted; seed++ {
+		for tr := 0; tr < 5; tr++ {
+			if _, found, err := q.TraceByID(ctx, testTraceID(int64(seed), tr), time.Time{}, time.Time{}); err != nil || !found {
+				t.Fatalf("after healing, trace %d/%d: found=%v err=%v", seed, tr, found, err)
+			}
+		}
 	}
 }
