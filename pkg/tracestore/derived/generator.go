@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/vigil-obs/vigil/pkg/tracestore/translate"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -223,14 +224,6 @@ func (g *Generator) tenant(id string) *tenantState {
 func (g *Generator) ConsumeTraces(_ context.Context, tenant string, td ptrace.Traces) {
 	ts := g.tenant(tenant)
 	now := g.now()
-	var sizer ptrace.ProtoMarshaler
-	scratch := ptrace.NewTraces()
-	scratchSpans := scratch.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans()
-	scratchSpans.AppendEmpty()
-	// The envelope around one span costs a few bytes; subtract it so the
-	// size counts the span itself, as Tempo's span.Size() does.
-	envelope := sizer.TracesSize(scratch)
-
 	ts.mtx.Lock()
 	defer ts.mtx.Unlock()
 	dropped := 0
@@ -243,9 +236,7 @@ func (g *Generator) ConsumeTraces(_ context.Context, tenant string, td ptrace.Tr
 			spans := sss.At(j).Spans()
 			for k := 0; k < spans.Len(); k++ {
 				span := spans.At(k)
-				span.CopyTo(scratchSpans.At(0))
-				size := sizer.TracesSize(scratch) - envelope
-				if !g.spanMetrics(ts, service, span, size, now) {
+				if !g.spanMetrics(ts, service, span, translate.SpanSize(span), now) {
 					dropped++
 				}
 				if !g.serviceGraph(ts, service, span, now) {

@@ -3,11 +3,19 @@ package receiver
 import (
 	"bytes"
 	"context"
+	"flag"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/vigil-obs/vigil/pkg/tracestore/derived"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -64,9 +72,27 @@ func FuzzOTLPJSON(f *testing.F) {
 // BenchmarkOTLPGRPCReceive measures the receive path end to end: an OTLP
 // gRPC client exports batches of 100 realistic spans (10 attributes each)
 // to the receiver, which validates, rate-limits, shards and pushes them to
-// a fake ingester over loopback gRPC.
+// a fake ingester over loopback gRPC, and (in the second variant) feeds the
+// real derived-metrics generator. Client, receiver and ingester share the
+// process, so spans/s is for the whole loop on GOMAXPROCS cores.
 func BenchmarkOTLPGRPCReceive(b *testing.B) {
+	b.Run("no-derived-metrics", func(b *testing.B) { benchReceive(b, nil) })
+	b.Run("with-derived-metrics", func(b *testing.B) {
+		var cfg derived.Config
+		cfg.RegisterFlags(flag.NewFlagSet("bench", flag.PanicOnError))
+		gen, err := derived.New(cfg, derived.MetricsPusherFunc(func(context.Context, *prompb.WriteRequest) error { return nil }), prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchReceive(b, gen)
+	})
+}
+
+func benchReceive(b *testing.B, gen SpanConsumer) {
 	h := newHarness(b, false, staticLimits{attrs: 128, spanBytes: 1 << 20}, 1, 1)
+	if gen != nil {
+		h.r.generator = gen
+	}
 	addr := h.grpcServer(b)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -76,13 +102,17 @@ func BenchmarkOTLPGRPCReceive(b *testing.B) {
 	client := ptraceotlp.NewGRPCClient(conn)
 	const batch = 100
 	td := makeTraces(batch, 10)
-	for i := 0; i < td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().Len(); i++ {
-		s := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(i)
+	spans := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans()
+	for i := 0; i < spans.Len(); i++ {
+		s := spans.At(i)
 		s.SetName("GET /api/" + strings.Repeat("x", i%7))
+		s.SetKind(ptrace.SpanKindServer)
+		s.SetStartTimestamp(pcommon.Timestamp(1_700_000_000_000_000_000 + i*1000))
+		s.SetEndTimestamp(pcommon.Timestamp(1_700_000_000_020_000_000 + i*1000))
 	}
 	req := ptraceotlp.NewExportRequestFromTraces(td)
-	// The fake ingester keeps what it receives; drop it between rounds so
-	// the benchmark measures the receiver, not a growing map.
+	// The fake ingester keeps what it receives; drop it so the benchmark
+	// measures the receiver, not a growing map.
 	h.ings[0].discard = true
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -17,6 +17,7 @@ import (
 	"github.com/grafana/dskit/user"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/vigil-obs/vigil/pkg/tracestore/translate"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -229,15 +230,6 @@ func (r *Receiver) limiter(tenant string) *rate.Limiter {
 func (r *Receiver) validate(tenant string, td ptrace.Traces) (int, string) {
 	maxAttrs := r.limits.MaxAttributesPerSpan(tenant)
 	maxBytes := r.limits.MaxSpanBytes(tenant)
-	// Only measure spans one by one when the whole request could hold one
-	// too large: measuring costs an encode per span.
-	var sizer ptrace.ProtoMarshaler
-	checkSize := maxBytes > 0 && sizer.TracesSize(td) > maxBytes
-	var scratch ptrace.Traces
-	if checkSize {
-		scratch = ptrace.NewTraces()
-		scratch.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans().AppendEmpty()
-	}
 	counts := map[string]int{}
 	msgs := map[string]string{}
 	reject := func(reason, msg string) {
@@ -263,9 +255,8 @@ func (r *Receiver) validate(tenant string, td ptrace.Traces) (int, string) {
 						s.Name(), s.TraceID(), s.Attributes().Len(), maxAttrs, flagMaxAttributes))
 					return true
 				}
-				if checkSize {
-					s.CopyTo(scratch.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0))
-					if n := sizer.TracesSize(scratch); n > maxBytes {
+				if maxBytes > 0 {
+					if n := translate.SpanSize(s); n > maxBytes {
 						reject(ReasonSpanTooLarge, fmt.Sprintf("span %q of trace %s is %d bytes, the limit is %d; raise -%s (max_span_bytes in the runtime overrides)",
 							s.Name(), s.TraceID(), n, maxBytes, flagMaxSpanBytes))
 						return true
