@@ -1,6 +1,3 @@
-// Package ingester holds recent metrics: one Prometheus TSDB (head + WAL) per tenant,
-// cut into blocks on Vigil's schedule, shipped to object storage, and served to
-// queriers over the Thanos Store API.
 package ingester
 
 import (
