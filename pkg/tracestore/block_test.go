@@ -369,3 +369,23 @@ func TestRingAddrs(t *testing.T) {
 		t.Fatalf("addrs = %v, %v", addrs, err)
 	}
 }
+
+func TestBlockCutCarriesAtMostAQuarterBlock(t *testing.T) {
+	cfg := testIngesterConfig(t.TempDir())
+	cfg.TraceIdlePeriod = time.Hour // every trace counts as active
+	cfg.MaxBlockBytes = 16 << 10
+	ing := startIngester(t, cfg, newTestBucket(t), nil)
+	if _, err := ing.Export(tenantCtx("t1"), exportReq(genTraces(genOpts{traces: 40, attrsPerSpan: 10, seed: 1}))); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := ing.headFor("t1")
+	if err := ing.cut(h, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if h.cur.bytes > cfg.MaxBlockBytes/4 || h.cur.bytes == 0 {
+		t.Fatalf("carried %d bytes, want (0, %d]", h.cur.bytes, cfg.MaxBlockBytes/4)
+	}
+	if len(h.flushing) != 1 || h.flushing[0].spans == 0 {
+		t.Fatal("nothing left to flush after a size-triggered cut")
+	}
+}

@@ -420,8 +420,12 @@ func (i *TraceIngester) cut(h *tenantHead, force bool, now time.Time) error {
 	var carry []TraceID
 	var carried []spanRow
 	if !force && i.cfg.TraceIdlePeriod > 0 && now.Sub(frozen.created) < 2*i.cfg.MaxBlockDuration {
+		// Under heavy load most traces are "active"; carrying at most a
+		// quarter of a block keeps size-triggered cuts effective.
+		budget := i.cfg.MaxBlockBytes / 4
 		for id, lt := range frozen.traces {
-			if now.Sub(lt.lastAppend) < i.cfg.TraceIdlePeriod {
+			if now.Sub(lt.lastAppend) < i.cfg.TraceIdlePeriod && int64(lt.bytes) <= budget {
+				budget -= int64(lt.bytes)
 				carry = append(carry, id)
 				carried = append(carried, lt.rows...)
 			}
