@@ -284,7 +284,7 @@ func (d *Distributor) send(ctx context.Context, tenant string, req *prompb.Write
 		responses []instanceResponse
 	)
 	err := ring.DoBatchWithOptions(ctx, ring.Write, d.ring, keys, func(inst ring.InstanceDesc, indexes []int) error {
-		sub := &prompb.WriteRequest{}
+		sub := &prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, 0, len(indexes))}
 		for _, i := range indexes {
 			if i < nSeries {
 				sub.Timeseries = append(sub.Timeseries, req.Timeseries[i])

@@ -1,6 +1,7 @@
 package distributor
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"strings"
@@ -90,6 +91,13 @@ func FuzzRemoteWriteV1Decode(f *testing.F) {
 		if err := req.Unmarshal(data); err != nil {
 			return
 		}
+		// Differential check: the zero-copy decoder used on the HTTP path
+		// must agree with the generated one on everything it accepts.
+		var fast prompb.WriteRequest
+		if err := unmarshalWriteRequestNoCopy(data, &fast); err != nil {
+			t.Fatalf("zero-copy decoder refused what gogo accepted: %v", err)
+		}
+		assertSameRequest(t, &req, &fast)
 		lim := fuzzLimits()
 		var rej rejections
 		validateRequest(&req, &lim, &rej)
@@ -176,4 +184,50 @@ func FuzzOTLPMetricsProto(f *testing.F) {
 		}
 		fuzzOTLP(t, d, req)
 	})
+}
+
+type marshaler interface{ Marshal() ([]byte, error) }
+
+func sameMarshaled[T marshaler](t *testing.T, what string, a, b []T) {
+	t.Helper()
+	if len(a) != len(b) {
+		t.Fatalf("%s: %d vs %d", what, len(a), len(b))
+	}
+	for i := range a {
+		x, err1 := a[i].Marshal()
+		y, err2 := b[i].Marshal()
+		if err1 != nil || err2 != nil || !bytes.Equal(x, y) {
+			t.Fatalf("%s[%d] differs", what, i)
+		}
+	}
+}
+
+func assertSameRequest(t *testing.T, want, got *prompb.WriteRequest) {
+	t.Helper()
+	if len(want.Timeseries) != len(got.Timeseries) {
+		t.Fatalf("timeseries: %d vs %d", len(want.Timeseries), len(got.Timeseries))
+	}
+	for i := range want.Timeseries {
+		w, g := &want.Timeseries[i], &got.Timeseries[i]
+		if len(w.Labels) != len(g.Labels) {
+			t.Fatalf("series %d labels: %d vs %d", i, len(w.Labels), len(g.Labels))
+		}
+		for j := range w.Labels {
+			if w.Labels[j].Name != g.Labels[j].Name || w.Labels[j].Value != g.Labels[j].Value {
+				t.Fatalf("series %d label %d: %q=%q vs %q=%q", i, j, w.Labels[j].Name, w.Labels[j].Value, g.Labels[j].Name, g.Labels[j].Value)
+			}
+		}
+		sameMarshaled(t, "samples", ptrs(w.Samples), ptrs(g.Samples))
+		sameMarshaled(t, "histograms", ptrs(w.Histograms), ptrs(g.Histograms))
+		sameMarshaled(t, "exemplars", ptrs(w.Exemplars), ptrs(g.Exemplars))
+	}
+	sameMarshaled(t, "metadata", ptrs(want.Metadata), ptrs(got.Metadata))
+}
+
+func ptrs[T any](s []T) []*T {
+	out := make([]*T, len(s))
+	for i := range s {
+		out[i] = &s[i]
+	}
+	return out
 }

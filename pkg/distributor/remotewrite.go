@@ -172,7 +172,9 @@ func (s rwStore) Store(r *http.Request, msgType remoteapi.WriteMessageType) (*re
 	switch msgType {
 	case remoteapi.WriteV1MessageType:
 		req = &prompb.WriteRequest{}
-		if err := req.Unmarshal(body); err != nil {
+		// body is this request's own decompressed buffer, so labels may
+		// point into it instead of being copied.
+		if err := unmarshalWriteRequestNoCopy(body, req); err != nil {
 			resp.SetStatusCode(http.StatusBadRequest)
 			return resp, fmt.Errorf("decode remote write 1.0 request (prometheus.WriteRequest): %w", err)
 		}
