@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"path"
 	"slices"
@@ -21,10 +22,10 @@ import (
 	"github.com/thanos-io/thanos/pkg/block/metadata"
 )
 
-// chunkReadAhead is how many bytes are fetched for a chunk whose size is not known yet.
-// Typical XOR chunks (120 samples) are a few hundred bytes, so one range request usually
-// covers length, encoding, data and CRC; bigger chunks take a second, exact request.
-const chunkReadAhead = 2048
+// chunkReadAhead is how many bytes one chunk fetch reads. Typical XOR chunks (120 samples)
+// are a few hundred bytes, so one request covers the chunk (bigger ones take a second,
+// exact request) and the neighbouring chunks a series scan needs next, which are cached.
+const chunkReadAhead = 32 << 10
 
 // remoteBlock serves one bucket block: the index from a local copy of its index file, chunks
 // fetched on demand from the bucket through the shared chunk cache. It implements
@@ -221,7 +222,35 @@ func (b *remoteBlock) readChunk(ref uint64) ([]byte, error) {
 	data := make([]byte, need-n)
 	copy(data, buf[n:need])
 	b.cache.put(key, data)
+	// Chunks of consecutive series lie next to each other in the segment file, and block
+	// queriers read series in that order: cache the complete chunks that came along with
+	// this read, so a scan costs one range request per read-ahead window, not per chunk.
+	b.cacheFollowingChunks(uint64(seq)<<32, off, buf, need)
 	return data, nil
+}
+
+// cacheFollowingChunks caches every complete, CRC-valid chunk in buf after the first
+// `from` bytes. buf starts at offset off of the segment identified by segRef.
+func (b *remoteBlock) cacheFollowingChunks(segRef uint64, off int64, buf []byte, from int) {
+	castagnoli := crc32.MakeTable(crc32.Castagnoli) // TSDB chunk files' CRC; cached by the stdlib
+	pos := from + crc32.Size                        // skip the CRC of the chunk already handled
+	for pos < len(buf) {
+		dataLen, n := binary.Uvarint(buf[pos:])
+		if n <= 0 {
+			return
+		}
+		end := pos + n + 1 + int(dataLen) // length, encoding, data
+		if dataLen > uint64(len(buf)) || end+crc32.Size > len(buf) {
+			return // incomplete: the next miss reads it
+		}
+		if crc32.Checksum(buf[pos+n:end], castagnoli) != binary.BigEndian.Uint32(buf[end:]) {
+			return // not a chunk boundary after all (padding, end of data): stop trusting the buffer
+		}
+		data := make([]byte, end-pos-n)
+		copy(data, buf[pos+n:end])
+		b.cache.put(chunkKey{block: b.id, ref: segRef | uint64(off+int64(pos))}, data)
+		pos = end + crc32.Size
+	}
 }
 
 func (b *remoteBlock) getRange(name string, off, length int64) ([]byte, error) {

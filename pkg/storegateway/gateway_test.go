@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -406,6 +407,81 @@ func TestStoreGateway_DropsDeletedBlocksAndReadsLargeChunks(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(h.dataDir, "t")); !os.IsNotExist(err) {
 		t.Fatalf("local files of deleted block remain: %v", err)
+	}
+}
+
+// countingBucket counts ranged reads.
+type countingBucket struct {
+	objstore.Bucket
+	getRanges atomic.Int64
+}
+
+func (b *countingBucket) GetRange(ctx context.Context, name string, off, length int64) (io.ReadCloser, error) {
+	b.getRanges.Add(1)
+	return b.Bucket.GetRange(ctx, name, off, length)
+}
+
+func TestStoreGateway_ReadAheadCachesNeighbouringChunks(t *testing.T) {
+	fs, err := filesystem.NewBucket(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bkt := &countingBucket{Bucket: fs}
+	var series []storage.Series
+	for i := range 50 {
+		series = append(series, floatSeries(labels.FromStrings("__name__", "m", "i", fmt.Sprint(i)), 0, 480, float64(i)))
+	}
+	if _, err := storegatewaytest.WriteBlock(context.Background(), bkt, t.TempDir(), "t", series, storegatewaytest.BlockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gw, err := New(Config{DataDir: t.TempDir(), SyncInterval: time.Hour, ChunkCacheSize: 64 << 20}, bkt, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), gw); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), gw) })
+	q, err := gw.tenantQueryable(context.Background(), "t")
+	if err != nil || q == nil {
+		t.Fatalf("tenant queryable: %v", err)
+	}
+	read := func() int {
+		cq, err := q.ChunkQuerier(0, 1<<40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cq.Close()
+		set := storage.NewSeriesSetFromChunkSeriesSet(cq.Select(context.Background(), true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m")))
+		n := 0
+		for set.Next() {
+			want := series[n] // label order of "i" values differs from numeric order
+			for _, s := range series {
+				if labels.Equal(s.Labels(), set.At().Labels()) {
+					want = s
+				}
+			}
+			if err := equalSamples(expectSamples(t, set.At()), expectSamples(t, want)); err != nil {
+				t.Fatalf("%s: %v", set.At().Labels(), err)
+			}
+			n++
+		}
+		if set.Err() != nil {
+			t.Fatal(set.Err())
+		}
+		return n
+	}
+	if n := read(); n != 50 {
+		t.Fatalf("read %d series, want 50", n)
+	}
+	// 50 series x 4 chunks: one request per chunk would be 200.
+	if n := bkt.getRanges.Load(); n == 0 || n > 20 {
+		t.Errorf("cold scan made %d range requests, want a handful", n)
+	}
+	before := bkt.getRanges.Load()
+	read()
+	if n := bkt.getRanges.Load() - before; n != 0 {
+		t.Errorf("warm scan made %d range requests, want 0", n)
 	}
 }
 

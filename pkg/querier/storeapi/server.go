@@ -103,10 +103,6 @@ func (s *Server) prepare(ctx context.Context, pbms []storepb.LabelMatcher) (_ co
 		}
 		ms = append(ms, m)
 	}
-	if len(ms) == 0 {
-		// The TSDB needs at least one matcher; every series has a metric name.
-		ms = append(ms, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"))
-	}
 	return ctx, tenant, ext, ms, true, nil
 }
 
@@ -140,6 +136,10 @@ func (s *Server) Series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServ
 	hints := &storage.SelectHints{Start: req.MinTime, End: req.MaxTime, Limit: int(req.Limit)}
 	if req.SkipChunks {
 		hints.Func = "series"
+	}
+	if len(ms) == 0 {
+		// Select needs at least one matcher (label calls do not); every series has a name.
+		ms = append(ms, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"))
 	}
 	set := q.Select(ctx, true, hints, ms...)
 	var (
