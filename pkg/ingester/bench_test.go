@@ -1,11 +1,14 @@
 package ingester
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/vigil-obs/vigil/pkg/ingester/client"
 )
 
 // benchSeries builds n series with label sets shaped like Kubernetes cAdvisor /
@@ -33,13 +36,30 @@ func benchSeries(n int) [][]prompb.Label {
 }
 
 // BenchmarkIngesterPush measures one remote-write-sized batch (2000 samples) appended
-// into a tenant head that holds 100k active series, WAL on.
+// into a tenant head that holds 100k active series, WAL on, calling Push directly.
 func BenchmarkIngesterPush(b *testing.B) {
+	benchmarkPush(b, false)
+}
+
+// BenchmarkIngesterPushGRPC is the same through the gRPC client and server on loopback,
+// as the distributor calls it.
+func BenchmarkIngesterPushGRPC(b *testing.B) {
+	benchmarkPush(b, true)
+}
+
+func benchmarkPush(b *testing.B, overGRPC bool) {
 	const (
 		numSeries = 100_000
 		batchSize = 2000
 	)
 	ing := startIngester(b, testConfig(b), nil, nil)
+	pushFn := ing.Push
+	if overGRPC {
+		c := serveGRPC(b, ing)
+		pushFn = func(ctx context.Context, req *prompb.WriteRequest) (*client.PushResponse, error) {
+			return c.Push(ctx, req)
+		}
+	}
 	lsets := benchSeries(numSeries)
 	base := time.Now().Add(-time.Hour).UnixMilli()
 
@@ -55,7 +75,7 @@ func BenchmarkIngesterPush(b *testing.B) {
 		for i := range req.Timeseries {
 			req.Timeseries[i].Samples[0] = prompb.Sample{Timestamp: base + int64(round)*15_000, Value: float64(round)}
 		}
-		resp, err := ing.Push(ctxFor("bench"), req)
+		resp, err := pushFn(ctxFor("bench"), req)
 		if err != nil {
 			b.Fatal(err)
 		}

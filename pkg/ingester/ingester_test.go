@@ -687,3 +687,35 @@ func TestFlushOnShutdown(t *testing.T) {
 		t.Fatalf("nothing shipped on shutdown: %v", bkt.Objects())
 	}
 }
+
+// TestOutOfOrderSamplesQueryInOrder: with out-of-order data the head holds overlapping
+// in-order and out-of-order chunks; Series must still stream non-overlapping chunks
+// whose samples come out in time order.
+func TestOutOfOrderSamplesQueryInOrder(t *testing.T) {
+	ing := startIngester(t, testConfig(t), fixedLimits{ooo: time.Hour}, nil)
+	c := serveGRPC(t, ing)
+	base := time.Now().UnixMilli()
+	a := []string{"__name__", "a"}
+	for _, ts := range []int64{base, base + 2000, base + 1000, base + 3000, base + 500} {
+		resp, err := c.Push(ctxFor("t1"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series(a, prompb.Sample{Timestamp: ts, Value: float64(ts - base)})}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.SamplesWritten != 1 {
+			t.Fatalf("push %d: %s", ts, resp)
+		}
+	}
+	got := querySeries(t, c, "t1", base, base+3000)
+	if len(got) != 1 {
+		t.Fatalf("want 1 series, got %d", len(got))
+	}
+	want := []int64{0, 500, 1000, 2000, 3000}
+	if len(got[0].samples) != len(want) {
+		t.Fatalf("samples %+v", got[0].samples)
+	}
+	for i, w := range want {
+		if s := got[0].samples[i]; s.t != base+w || s.v != float64(w) {
+			t.Fatalf("sample %d = %+v, want t=base+%d", i, s, w)
+		}
+	}
+}
