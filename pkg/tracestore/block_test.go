@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/grafana/dskit/ring"
+	"github.com/grafana/dskit/services"
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
 )
 
@@ -290,7 +292,7 @@ func TestBlockCutCarriesActiveTraces(t *testing.T) {
 		t.Fatalf("head has %d spans after cut, want 8 carried", h.cur.spans)
 	}
 	// Restart: the carried spans must come back from the new WAL segment.
-	if err := ing.stopping(nil); err != nil {
+	if err := services.StopAndAwaitTerminated(context.Background(), ing); err != nil {
 		t.Fatal(err)
 	}
 	ing2 := startIngester(t, cfg, bkt, nil)
@@ -374,7 +376,12 @@ func TestBlockCutCarriesAtMostAQuarterBlock(t *testing.T) {
 	cfg := testIngesterConfig(t.TempDir())
 	cfg.TraceIdlePeriod = time.Hour // every trace counts as active
 	cfg.MaxBlockBytes = 16 << 10
-	ing := startIngester(t, cfg, newTestBucket(t), nil)
+	// Not started: the service's cut loop would race with the manual cut.
+	ing, err := NewTraceIngester(cfg, newTestBucket(t), nil, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ing.stopping(nil) }()
 	if _, err := ing.Export(tenantCtx("t1"), exportReq(genTraces(genOpts{traces: 40, attrsPerSpan: 10, seed: 1}))); err != nil {
 		t.Fatal(err)
 	}

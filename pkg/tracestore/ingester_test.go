@@ -559,7 +559,7 @@ func TestFailedUploadKeepsWALAndBacksOff(t *testing.T) {
 		t.Fatalf("push with a growing upload backlog: %v, want ResourceExhausted", pushErr)
 	}
 	// Restart before the bucket heals: everything acknowledged comes back from the WAL.
-	if err := ing.stopping(nil); err != nil {
+	if err := services.StopAndAwaitTerminated(context.Background(), ing); err != nil {
 		t.Fatal(err)
 	}
 	bkt.mu.Lock()
