@@ -163,6 +163,10 @@ type tenantState struct {
 	mtx   sync.Mutex
 	reg   *registry
 	edges map[edgeKey]*edge
+	// spans caches span-metrics series by span identity. It is cleared
+	// whenever stale series leave the registry, so it never points at a
+	// series that is no longer written.
+	spans map[spanKey]*spanSeries
 }
 
 // New builds a Generator. Its service flushes every FlushInterval and once
@@ -213,7 +217,7 @@ func (g *Generator) tenant(id string) *tenantState {
 	defer g.mtx.Unlock()
 	ts, ok := g.tenants[id]
 	if !ok {
-		ts = &tenantState{reg: newRegistry(g.cfg.MaxSeriesPerTenant, g.cfg.InstanceLabel), edges: map[edgeKey]*edge{}}
+		ts = &tenantState{reg: newRegistry(g.cfg.MaxSeriesPerTenant, g.cfg.InstanceLabel), edges: map[edgeKey]*edge{}, spans: map[spanKey]*spanSeries{}}
 		g.tenants[id] = ts
 	}
 	return ts
@@ -294,18 +298,47 @@ func durationSeconds(s ptrace.Span) float64 {
 	return float64(end-start) / 1e9
 }
 
+// spanKey identifies the span-metrics series of a span; it is a struct so
+// that the hot path finds its series without building label strings.
+type spanKey struct {
+	service, name string
+	kind          ptrace.SpanKind
+	status        ptrace.StatusCode
+}
+
+// spanSeries are the three span-metrics series of one spanKey.
+type spanSeries struct {
+	calls, size *counter
+	latency     *histogram
+}
+
 func (g *Generator) spanMetrics(ts *tenantState, service string, span ptrace.Span, size int, now time.Time) bool {
-	lbls := []label{ // sorted by name
-		{"service", service},
-		{"span_kind", spanKindLabel(span.Kind())},
-		{"span_name", span.Name()},
-		{"status_code", statusLabel(span.Status().Code())},
+	key := spanKey{service, span.Name(), span.Kind(), span.Status().Code()}
+	ss, ok := ts.spans[key]
+	if !ok {
+		// All three series or none: a lone calls series without its
+		// latency histogram would mislead the RED panels.
+		if ts.reg.maxSeries > 0 && len(ts.reg.counters)+len(ts.reg.hists)+3 > ts.reg.maxSeries {
+			return false
+		}
+		lbls := []label{ // sorted by name
+			{"service", service},
+			{"span_kind", spanKindLabel(key.kind)},
+			{"span_name", key.name},
+			{"status_code", statusLabel(key.status)},
+		}
+		ss = &spanSeries{
+			calls:   ts.reg.counter(MetricCalls, lbls, now),
+			latency: ts.reg.histogram(MetricLatency, lbls, g.cfg.LatencyBuckets, now),
+			size:    ts.reg.counter(MetricSize, lbls, now),
+		}
+		ts.spans[key] = ss
 	}
-	traceID := span.TraceID().String()
-	ok := ts.reg.addCounter(MetricCalls, lbls, 1, now, traceID)
-	ok = ts.reg.observe(MetricLatency, lbls, g.cfg.LatencyBuckets, durationSeconds(span), now, traceID) && ok
-	ok = ts.reg.addCounter(MetricSize, lbls, float64(size), now, "") && ok
-	return ok
+	id := span.TraceID()
+	ss.calls.add(1, now, id)
+	ss.latency.observe(durationSeconds(span), now, id)
+	ss.size.add(float64(size), now, pcommon.TraceID{})
+	return true
 }
 
 // Flush expires service-graph edges that waited long enough and writes
@@ -326,7 +359,9 @@ func (g *Generator) Flush(ctx context.Context) error {
 		now := g.now()
 		ts.mtx.Lock()
 		g.expireEdges(ts, now, false)
-		ts.reg.removeStale(now.Add(-g.cfg.StaleSeriesTimeout))
+		if ts.reg.removeStale(now.Add(-g.cfg.StaleSeriesTimeout)) > 0 {
+			ts.spans = map[spanKey]*spanSeries{}
+		}
 		series := ts.reg.appendTo(nil, now)
 		ts.mtx.Unlock()
 		if len(series) == 0 {

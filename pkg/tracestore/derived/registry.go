@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/prompb"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 )
 
 // label is one name/value pair of a series; series keep them sorted by name
@@ -28,9 +29,12 @@ func seriesKey(name string, lbls []label) string {
 }
 
 // exemplar is the latest trace that contributed to a series (or to a
-// histogram bucket); it is sent once and then cleared.
+// histogram bucket); it is sent once and then cleared. It is kept by value
+// with the raw ID, and rendered as hex only when written, because it is
+// replaced on every span.
 type exemplar struct {
-	traceID string
+	set     bool
+	traceID pcommon.TraceID
 	value   float64
 	ts      time.Time
 }
@@ -43,7 +47,7 @@ type counter struct {
 	created time.Time
 	updated time.Time
 	sent    bool // at least one flush has carried it
-	ex      *exemplar
+	ex      exemplar
 }
 
 // histogram is a classic cumulative histogram series.
@@ -57,7 +61,7 @@ type histogram struct {
 	created time.Time
 	updated time.Time
 	sent    bool
-	ex      *exemplar
+	ex      exemplar
 	exIdx   int // bucket the exemplar falls in
 }
 
@@ -81,62 +85,97 @@ func (r *registry) full() bool {
 	return r.maxSeries > 0 && len(r.counters)+len(r.hists) >= r.maxSeries
 }
 
-// addCounter adds v to a counter series; false when the series is new and
+// counter returns the counter series, creating it; nil when it is new and
 // the tenant is at its series limit.
-func (r *registry) addCounter(name string, lbls []label, v float64, now time.Time, traceID string) bool {
+func (r *registry) counter(name string, lbls []label, now time.Time) *counter {
 	key := seriesKey(name, lbls)
 	c, ok := r.counters[key]
 	if !ok {
 		if r.full() {
-			return false
+			return nil
 		}
 		c = &counter{name: name, labels: lbls, created: now}
 		r.counters[key] = c
 	}
-	c.value += v
-	c.updated = now
-	if traceID != "" {
-		c.ex = &exemplar{traceID: traceID, value: c.value, ts: now}
-	}
-	return true
+	return c
 }
 
-// observe records v in a histogram series.
-func (r *registry) observe(name string, lbls []label, bounds []float64, v float64, now time.Time, traceID string) bool {
+// histogram returns the histogram series, creating it; nil when it is new
+// and the tenant is at its series limit.
+func (r *registry) histogram(name string, lbls []label, bounds []float64, now time.Time) *histogram {
 	key := seriesKey(name, lbls)
 	h, ok := r.hists[key]
 	if !ok {
 		if r.full() {
-			return false
+			return nil
 		}
 		h = &histogram{name: name, labels: lbls, bounds: bounds, counts: make([]uint64, len(bounds)+1), created: now}
 		r.hists[key] = h
 	}
-	i := sort.SearchFloat64s(bounds, v) // first bound >= v: le semantics
+	return h
+}
+
+// add adds v; a non-empty traceID becomes the exemplar.
+func (c *counter) add(v float64, now time.Time, traceID pcommon.TraceID) {
+	c.value += v
+	c.updated = now
+	if !traceID.IsEmpty() {
+		c.ex = exemplar{set: true, traceID: traceID, value: c.value, ts: now}
+	}
+}
+
+// observe records v.
+func (h *histogram) observe(v float64, now time.Time, traceID pcommon.TraceID) {
+	i := sort.SearchFloat64s(h.bounds, v) // first bound >= v: le semantics
 	h.counts[i]++
 	h.sum += v
 	h.count++
 	h.updated = now
-	if traceID != "" {
-		h.ex = &exemplar{traceID: traceID, value: v, ts: now}
+	if !traceID.IsEmpty() {
+		h.ex = exemplar{set: true, traceID: traceID, value: v, ts: now}
 		h.exIdx = i
 	}
+}
+
+// addCounter adds v to a counter series; false when the series is new and
+// the tenant is at its series limit.
+func (r *registry) addCounter(name string, lbls []label, v float64, now time.Time, traceID pcommon.TraceID) bool {
+	c := r.counter(name, lbls, now)
+	if c == nil {
+		return false
+	}
+	c.add(v, now, traceID)
+	return true
+}
+
+// observe records v in a histogram series.
+func (r *registry) observe(name string, lbls []label, bounds []float64, v float64, now time.Time, traceID pcommon.TraceID) bool {
+	h := r.histogram(name, lbls, bounds, now)
+	if h == nil {
+		return false
+	}
+	h.observe(v, now, traceID)
 	return true
 }
 
 // removeStale drops series not updated since cutoff, so series of services
-// that went away stop being written (Prometheus marks them stale).
-func (r *registry) removeStale(cutoff time.Time) {
+// that went away stop being written (Prometheus marks them stale). It
+// returns how many were dropped.
+func (r *registry) removeStale(cutoff time.Time) int {
+	n := 0
 	for k, c := range r.counters {
 		if c.updated.Before(cutoff) {
 			delete(r.counters, k)
+			n++
 		}
 	}
 	for k, h := range r.hists {
 		if h.updated.Before(cutoff) {
 			delete(r.hists, k)
+			n++
 		}
 	}
+	return n
 }
 
 func promLabels(name string, lbls []label, extra ...label) []prompb.Label {
@@ -167,12 +206,12 @@ func samples(sent bool, created time.Time, ts int64, v float64) []prompb.Sample 
 	return []prompb.Sample{{Value: 0, Timestamp: start}, {Value: v, Timestamp: ts}}
 }
 
-func promExemplar(ex *exemplar) []prompb.Exemplar {
-	if ex == nil {
+func promExemplar(ex exemplar) []prompb.Exemplar {
+	if !ex.set {
 		return nil
 	}
 	return []prompb.Exemplar{{
-		Labels:    []prompb.Label{{Name: "trace_id", Value: ex.traceID}},
+		Labels:    []prompb.Label{{Name: "trace_id", Value: ex.traceID.String()}},
 		Value:     ex.value,
 		Timestamp: ex.ts.UnixMilli(),
 	}}
@@ -201,7 +240,7 @@ func (r *registry) appendTo(ts []prompb.TimeSeries, now time.Time) []prompb.Time
 			Samples:   samples(c.sent, c.created, ms, c.value),
 			Exemplars: promExemplar(c.ex),
 		})
-		c.sent, c.ex = true, nil
+		c.sent, c.ex = true, exemplar{}
 	}
 	keys = keys[:0]
 	for k := range r.hists {
@@ -221,7 +260,7 @@ func (r *registry) appendTo(ts []prompb.TimeSeries, now time.Time) []prompb.Time
 				Labels:  promLabels(h.name+"_bucket", h.labels, append([]label{{"le", formatBound(bound)}}, r.extra...)...),
 				Samples: samples(h.sent, h.created, ms, float64(cum)),
 			}
-			if h.ex != nil && h.exIdx == i {
+			if h.ex.set && h.exIdx == i {
 				series.Exemplars = promExemplar(h.ex)
 			}
 			ts = append(ts, series)
@@ -230,7 +269,7 @@ func (r *registry) appendTo(ts []prompb.TimeSeries, now time.Time) []prompb.Time
 			prompb.TimeSeries{Labels: promLabels(h.name+"_sum", h.labels, r.extra...), Samples: samples(h.sent, h.created, ms, h.sum)},
 			prompb.TimeSeries{Labels: promLabels(h.name+"_count", h.labels, r.extra...), Samples: samples(h.sent, h.created, ms, float64(h.count))},
 		)
-		h.sent, h.ex = true, nil
+		h.sent, h.ex = true, exemplar{}
 	}
 	return ts
 }

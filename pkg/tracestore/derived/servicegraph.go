@@ -17,7 +17,7 @@ type edgeKey struct {
 // edge is a call seen from one or both sides.
 type edge struct {
 	expires time.Time
-	traceID string
+	traceID pcommon.TraceID
 
 	client, server          string
 	hasClient, hasServer    bool
@@ -69,14 +69,14 @@ func (g *Generator) serviceGraph(ts *tenantState, service string, span ptrace.Sp
 				}
 			}
 		}
-		e.traceID = span.TraceID().String()
+		e.traceID = span.TraceID()
 		return g.completeIfPaired(ts, key, e, now)
 	case ptrace.SpanKindServer, ptrace.SpanKindConsumer:
 		if span.ParentSpanID().IsEmpty() {
 			// A root server span: the caller is not instrumented (a browser,
 			// curl); Tempo draws it as the virtual node "user".
 			if span.Kind() == ptrace.SpanKindServer {
-				return g.recordEdge(ts, &edge{client: "user", server: service, hasServer: true, serverSecs: secs, srvFailed: failed, connType: ConnVirtualNode, traceID: span.TraceID().String()}, now)
+				return g.recordEdge(ts, &edge{client: "user", server: service, hasServer: true, serverSecs: secs, srvFailed: failed, connType: ConnVirtualNode, traceID: span.TraceID()}, now)
 			}
 			return true
 		}
@@ -89,8 +89,8 @@ func (g *Generator) serviceGraph(ts *tenantState, service string, span ptrace.Sp
 		if span.Kind() == ptrace.SpanKindConsumer {
 			e.connType = ConnMessagingSystem
 		}
-		if e.traceID == "" {
-			e.traceID = span.TraceID().String()
+		if e.traceID.IsEmpty() {
+			e.traceID = span.TraceID()
 		}
 		return g.completeIfPaired(ts, key, e, now)
 	}
@@ -114,7 +114,7 @@ func (g *Generator) edgeFor(ts *tenantState, key edgeKey, now time.Time) (*edge,
 }
 
 func (g *Generator) dropSpan(ts *tenantState, client, server string, now time.Time) bool {
-	return ts.reg.addCounter(MetricDroppedSpans, edgeLabels(client, server, ""), 1, now, "")
+	return ts.reg.addCounter(MetricDroppedSpans, edgeLabels(client, server, ""), 1, now, pcommon.TraceID{})
 }
 
 func (g *Generator) completeIfPaired(ts *tenantState, key edgeKey, e *edge, now time.Time) bool {
@@ -170,9 +170,9 @@ func (g *Generator) expireEdges(ts *tenantState, now time.Time, force bool) {
 			}
 			g.recordEdge(ts, e, now)
 		case e.hasClient:
-			ts.reg.addCounter(MetricUnpairedSpans, edgeLabels(e.client, "", e.connType), 1, now, "")
+			ts.reg.addCounter(MetricUnpairedSpans, edgeLabels(e.client, "", e.connType), 1, now, pcommon.TraceID{})
 		case e.hasServer:
-			ts.reg.addCounter(MetricUnpairedSpans, edgeLabels("", e.server, e.connType), 1, now, "")
+			ts.reg.addCounter(MetricUnpairedSpans, edgeLabels("", e.server, e.connType), 1, now, pcommon.TraceID{})
 		}
 	}
 }

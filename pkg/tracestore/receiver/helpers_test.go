@@ -272,3 +272,7 @@ const (
 	ptraceSpanKindServer = ptrace.SpanKindServer
 	ptraceStatusError    = ptrace.StatusCodeError
 )
+
+func ringInstance(i int) ring.InstanceDesc {
+	return ring.InstanceDesc{Id: fmt.Sprintf("ingester-%d", i), Addr: fmt.Sprintf("ingester-%d:9095", i), State: ring.ACTIVE}
+}
