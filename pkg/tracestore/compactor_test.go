@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
 )
@@ -159,5 +160,46 @@ func TestCompactorKeepsTenantsApart(t *testing.T) {
 		if len(metas) != 1 || metas[0].Traces != 6 || metas[0].Tenant != tenant {
 			t.Fatalf("tenant %s: %d blocks, first %+v", tenant, len(metas), metas[0])
 		}
+	}
+}
+
+func TestCompactorServiceRunsPeriodically(t *testing.T) {
+	bkt := newTestBucket(t)
+	for i := 0; i < 2; i++ {
+		ing := startIngester(t, testIngesterConfig(t.TempDir()), bkt, nil)
+		if _, err := ing.Export(tenantCtx("t1"), exportReq(genTraces(genOpts{traces: 3, seed: int64(i)}))); err != nil {
+			t.Fatal(err)
+		}
+		if err := ing.FlushAll(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := NewTraceCompactor(CompactorConfig{Interval: 10 * time.Millisecond, Retention: 0, Window: time.Hour,
+		MaxBlockSpans: 1000, DeletionDelay: time.Hour, RowGroupSpans: 64}, bkt, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = services.StopAndAwaitTerminated(context.Background(), c) }()
+	deadline := time.After(30 * time.Second)
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		if metas := liveBlocks(t, bkt, "t1"); len(metas) == 1 && metas[0].Traces == 6 {
+			return
+		}
+		select {
+		case <-deadline:
+			t.Fatal("the compactor service did not merge the blocks")
+		case <-poll.C:
+		}
+	}
+}
+
+func TestCompactorConfigValidation(t *testing.T) {
+	if _, err := NewTraceCompactor(CompactorConfig{}, newTestBucket(t), nil, nil); err == nil {
+		t.Fatal("zero config accepted")
 	}
 }

@@ -324,7 +324,12 @@ func TestWALKillChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("only runs as the child of TestWALSurvivesKill9")
 	}
-	ing := startIngester(t, testIngesterConfig(dir), newTestBucket(t), nil)
+	// Everything lives under the parent's temp dir: a killed child cannot clean up.
+	bkt, err := filesystem.NewBucket(filepath.Join(dir, "bucket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ing := startIngester(t, testIngesterConfig(dir), bkt, nil)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
