@@ -14,6 +14,7 @@ import (
 // RegisterHTTP mounts the ingester's operational endpoints:
 //
 //	POST /ingester/flush  cut every tenant's head into blocks and ship them now
+//	                      (?tenant=<id> limits it to one tenant)
 //	GET  /ingester/ring   this ingester's view of the ingester ring (if ring is enabled)
 func (i *Ingester) RegisterHTTP(r *mux.Router) {
 	r.Handle("/ingester/flush", http.HandlerFunc(i.flushHandler)).Methods(http.MethodPost)
@@ -24,7 +25,14 @@ func (i *Ingester) RegisterHTTP(r *mux.Router) {
 
 func (i *Ingester) flushHandler(w http.ResponseWriter, r *http.Request) {
 	// Detach from the request: a client disconnect must not leave a tenant half flushed.
-	if err := i.FlushAll(context.WithoutCancel(r.Context())); err != nil {
+	ctx := context.WithoutCancel(r.Context())
+	var err error
+	if t := r.URL.Query().Get("tenant"); t != "" {
+		err = i.FlushTenant(ctx, t)
+	} else {
+		err = i.FlushAll(ctx)
+	}
+	if err != nil {
 		http.Error(w, fmt.Sprintf("flush failed: %v", err), http.StatusInternalServerError)
 		return
 	}

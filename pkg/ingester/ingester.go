@@ -215,6 +215,9 @@ func (i *Ingester) getOrCreateTSDB(tenantID string) (*userTSDB, error) {
 	}
 	u, err := i.openTSDB(tenantID)
 	if err != nil {
+		i.mtx.Lock()
+		delete(i.opening, tenantID)
+		i.mtx.Unlock()
 		return nil, err
 	}
 	i.mtx.Lock()
@@ -277,6 +280,29 @@ func (i *Ingester) shipAll(ctx context.Context) {
 		}
 		u.compactMu.Unlock()
 	}
+}
+
+// CheckReady reports whether the ingester accepts writes: running, and ACTIVE in the
+// ring when ring registration is on. For the /ready endpoint.
+func (i *Ingester) CheckReady(_ context.Context) error {
+	if s := i.State(); s != services.Running {
+		return fmt.Errorf("ingester is %s, not running", s)
+	}
+	if i.lifecycler != nil {
+		if st := i.lifecycler.GetState(); st != ring.ACTIVE {
+			return fmt.Errorf("ingester is %s in the ring, not ACTIVE", st)
+		}
+	}
+	return nil
+}
+
+// FlushTenant is FlushAll for one tenant; flushing a tenant without data is a no-op.
+func (i *Ingester) FlushTenant(ctx context.Context, tenantID string) error {
+	u := i.getTSDB(tenantID)
+	if u == nil {
+		return nil
+	}
+	return i.compactAndShip(ctx, u, true)
 }
 
 // FlushAll cuts the whole head of every tenant into blocks now and ships them. Samples

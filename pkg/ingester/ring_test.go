@@ -49,6 +49,10 @@ func TestRingRegistration(t *testing.T) {
 		t.Fatalf("unexpected ring entry: state %s, %d tokens, addr %s", inst.State, len(inst.Tokens), inst.Addr)
 	}
 
+	if err := ing.CheckReady(context.Background()); err != nil {
+		t.Fatalf("not ready after start: %v", err)
+	}
+
 	// The status page is served.
 	r := mux.NewRouter()
 	ing.RegisterHTTP(r)

@@ -103,13 +103,14 @@ func TestShippingAndRetention(t *testing.T) {
 
 	base := time.Now().Add(-time.Hour).UnixMilli()
 	pushN(t, ing, "team-a", base, 100)
+	pushN(t, ing, "team-b", base, 100)
 
-	// Flush over HTTP, as the e2e tests do.
+	// Flush one tenant over HTTP, as the e2e tests do.
 	r := mux.NewRouter()
 	ing.RegisterHTTP(r)
 	srv := httptest.NewServer(r)
 	defer srv.Close()
-	resp, err := http.Post(srv.URL+"/ingester/flush", "", nil)
+	resp, err := http.Post(srv.URL+"/ingester/flush?tenant=team-a", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,6 +122,9 @@ func TestShippingAndRetention(t *testing.T) {
 	uploads := bkt.uploaded()
 	if len(uploads) == 0 {
 		t.Fatal("nothing uploaded")
+	}
+	if b := ing.getTSDB("team-b"); len(b.db.Blocks()) != 0 || b.db.Head().NumSeries() == 0 {
+		t.Fatal("flushing team-a also flushed team-b")
 	}
 	blockIDs := map[string]bool{}
 	for _, u := range uploads {
