@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -276,3 +277,5 @@ const (
 func ringInstance(i int) ring.InstanceDesc {
 	return ring.InstanceDesc{Id: fmt.Sprintf("ingester-%d", i), Addr: fmt.Sprintf("ingester-%d:9095", i), State: ring.ACTIVE}
 }
+
+func asPushError(err error, pe **PushError) bool { return errors.As(err, pe) }
