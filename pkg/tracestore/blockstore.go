@@ -16,6 +16,8 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/parquet-go/parquet-go"
 	"github.com/thanos-io/objstore"
+
+	"github.com/vigil-obs/vigil/pkg/storage/bucket"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
@@ -76,7 +78,7 @@ func (s *blockStore) blocks(ctx context.Context, tenant string) ([]*BlockMeta, e
 }
 
 func (s *blockStore) syncTenant(ctx context.Context, tenant string, known []*BlockMeta) ([]*BlockMeta, error) {
-	tbkt := objstore.NewPrefixedBucket(s.bkt, tenant)
+	tbkt := bucket.ForTenant(s.bkt, tenant)
 	deleted := map[ulid.ULID]bool{}
 	err := tbkt.Iter(ctx, path.Join(tracesDir, "markers")+"/", func(name string) error {
 		base := path.Base(name)
@@ -147,7 +149,7 @@ func (s *blockStore) cached(ctx context.Context, tenant string, m *BlockMeta, fi
 	if v, ok := s.cache.get(key); ok {
 		return v, nil
 	}
-	b, err := readObject(ctx, objstore.NewPrefixedBucket(s.bkt, tenant), path.Join(tracesDir, m.ULID.String(), file))
+	b, err := readObject(ctx, bucket.ForTenant(s.bkt, tenant), path.Join(tracesDir, m.ULID.String(), file))
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +220,7 @@ func (s *blockStore) footer(ctx context.Context, tenant string, m *BlockMeta, ix
 	if size < ix.FooterOffset {
 		return nil, fmt.Errorf("block %s: footer offset %d beyond data size %d", m.ULID, ix.FooterOffset, size)
 	}
-	b, err := readRange(ctx, objstore.NewPrefixedBucket(s.bkt, tenant), path.Join(tracesDir, m.ULID.String(), blockDataFile), ix.FooterOffset, size-ix.FooterOffset)
+	b, err := readRange(ctx, bucket.ForTenant(s.bkt, tenant), path.Join(tracesDir, m.ULID.String(), blockDataFile), ix.FooterOffset, size-ix.FooterOffset)
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +265,7 @@ func (s *blockStore) traceRows(ctx context.Context, tenant string, id TraceID, s
 			return nil, err
 		}
 		name := path.Join(tracesDir, m.ULID.String(), blockDataFile)
-		err = readRowGroups(ctx, objstore.NewPrefixedBucket(s.bkt, tenant), name, m.fileSize(blockDataFile), ix, footer, groups, func(rows []spanRow) error {
+		err = readRowGroups(ctx, bucket.ForTenant(s.bkt, tenant), name, m.fileSize(blockDataFile), ix, footer, groups, func(rows []spanRow) error {
 			lo := sort.Search(len(rows), func(i int) bool { return compareBytes(rows[i].TraceID[:], id[:]) >= 0 })
 			for i := lo; i < len(rows) && rows[i].TraceID == id; i++ {
 				out = append(out, rows[i])
@@ -414,7 +416,7 @@ func (s *blockStore) searchRows(ctx context.Context, tenant string, m *BlockMeta
 	if v, ok := s.cache.get(key); ok {
 		return v.([]searchRow), nil
 	}
-	data, err := readObject(ctx, objstore.NewPrefixedBucket(s.bkt, tenant), path.Join(tracesDir, m.ULID.String(), blockDataFile))
+	data, err := readObject(ctx, bucket.ForTenant(s.bkt, tenant), path.Join(tracesDir, m.ULID.String(), blockDataFile))
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/thanos-io/objstore"
+
+	"github.com/vigil-obs/vigil/pkg/storage/bucket"
 )
 
 // CompactorConfig configures trace block compaction and retention.
@@ -186,7 +188,7 @@ func (c *TraceCompactor) listBlocks(ctx context.Context, bkt objstore.Bucket) ([
 
 // CompactTenant runs one compaction, retention and deletion pass for a tenant.
 func (c *TraceCompactor) CompactTenant(ctx context.Context, tenant string) error {
-	bkt := objstore.NewPrefixedBucket(c.bkt, tenant)
+	bkt := bucket.ForTenant(c.bkt, tenant)
 	blocks, err := c.listBlocks(ctx, bkt)
 	if err != nil {
 		return err

@@ -8,6 +8,8 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
+
+	"github.com/vigil-obs/vigil/pkg/storage/bucket"
 )
 
 func testCompactor(t *testing.T, bkt objstore.Bucket, now *time.Time) *TraceCompactor {
@@ -95,7 +97,7 @@ func TestCompactorMergesDedupsAndDeletes(t *testing.T) {
 	// The inputs are only marked; after the deletion delay they are gone.
 	countDirs := func() int {
 		n := 0
-		_ = objstore.NewPrefixedBucket(bkt, "t1").Iter(context.Background(), "traces/", func(name string) error {
+		_ = bucket.ForTenant(bkt, "t1").Iter(context.Background(), "traces/", func(name string) error {
 			if name != "traces/markers/" {
 				n++
 			}

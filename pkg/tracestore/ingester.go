@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/thanos-io/objstore"
+
+	"github.com/vigil-obs/vigil/pkg/storage/bucket"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -509,7 +511,7 @@ func (i *TraceIngester) uploadHeadBlock(ctx context.Context, tenant string, b *h
 	if err != nil {
 		return fmt.Errorf("build block %s: %w", id, err)
 	}
-	if err := uploadBlock(ctx, objstore.NewPrefixedBucket(i.bkt, tenant), built); err != nil {
+	if err := uploadBlock(ctx, bucket.ForTenant(i.bkt, tenant), built); err != nil {
 		return err
 	}
 	i.blocksOut.Inc()
