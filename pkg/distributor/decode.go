@@ -51,7 +51,7 @@ func unmarshalWriteRequestNoCopy(buf []byte, req *prompb.WriteRequest) error {
 				return fmt.Errorf("WriteRequest.metadata: %w", err)
 			}
 		default:
-			n := protowire.ConsumeFieldValue(num, typ, buf)
+			n := skipField(num, typ, buf)
 			if n < 0 {
 				return fmt.Errorf("WriteRequest field %d: %w", num, protowire.ParseError(n))
 			}
@@ -72,7 +72,7 @@ func unmarshalTimeSeriesNoCopy(buf []byte, ts *prompb.TimeSeries) error {
 		}
 		buf = buf[n:]
 		if typ != protowire.BytesType || num < 1 || num > 4 {
-			n := protowire.ConsumeFieldValue(num, typ, buf)
+			n := skipField(num, typ, buf)
 			if n < 0 {
 				return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
 			}
@@ -129,7 +129,7 @@ func unmarshalLabelNoCopy(buf []byte, l *prompb.Label) error {
 		if (num == 1 || num == 2) && typ != protowire.BytesType {
 			return errors.New("label: wrong wire type")
 		}
-		n = protowire.ConsumeFieldValue(num, typ, buf)
+		n = skipField(num, typ, buf)
 		if n < 0 {
 			return fmt.Errorf("label field %d: %w", num, protowire.ParseError(n))
 		}
@@ -149,7 +149,7 @@ func countBytesFields(buf []byte, num protowire.Number) int {
 			return count
 		}
 		buf = buf[l:]
-		l = protowire.ConsumeFieldValue(n, typ, buf)
+		l = skipField(n, typ, buf)
 		if l < 0 {
 			return count
 		}
@@ -159,6 +159,36 @@ func countBytesFields(buf []byte, num protowire.Number) int {
 		buf = buf[l:]
 	}
 	return count
+}
+
+// skipField skips an unknown field's value the way gogo-generated code does:
+// groups are skipped by nesting depth without matching field numbers, so the
+// zero-copy decoder accepts exactly what prompb's Unmarshal accepts.
+func skipField(num protowire.Number, typ protowire.Type, buf []byte) int {
+	if typ != protowire.StartGroupType {
+		return protowire.ConsumeFieldValue(num, typ, buf)
+	}
+	depth, total := 1, 0
+	for depth > 0 {
+		_, t, n := protowire.ConsumeTag(buf)
+		if n < 0 {
+			return n
+		}
+		buf, total = buf[n:], total+n
+		switch t {
+		case protowire.StartGroupType:
+			depth++
+		case protowire.EndGroupType:
+			depth--
+		default:
+			m := protowire.ConsumeFieldValue(0, t, buf)
+			if m < 0 {
+				return m
+			}
+			buf, total = buf[m:], total+m
+		}
+	}
+	return total
 }
 
 // yoloString views b as a string without copying; see
