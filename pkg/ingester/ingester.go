@@ -29,6 +29,8 @@ type Ingester struct {
 	bucket  objstore.Bucket
 	logger  *slog.Logger
 	metrics *ingesterMetrics
+	// tsdbMetrics re-exports each tenant TSDB's own metrics with a tenant label.
+	tsdbMetrics *tsdbMetrics
 
 	lifecycler *ring.BasicLifecycler // nil when no KV store was given
 	subs       *services.Manager
@@ -62,6 +64,12 @@ func New(cfg Config, limits Limits, bkt objstore.Bucket, ringStore kv.Client, lo
 		opening: map[string]*sync.Mutex{},
 	}
 	i.metrics = newIngesterMetrics(reg, i)
+	i.tsdbMetrics = newTSDBMetrics()
+	if reg != nil {
+		if err := reg.Register(i.tsdbMetrics); err != nil {
+			return nil, fmt.Errorf("register TSDB metrics: %w", err)
+		}
+	}
 	if ringStore != nil {
 		lc, err := newLifecycler(cfg.Ring, ringStore, logger, reg)
 		if err != nil {
@@ -334,6 +342,7 @@ func (i *Ingester) closeIdleTSDBs() {
 		closed, err := u.closeIfIdle(i.cfg.CloseIdleAfter)
 		if closed {
 			delete(i.tsdbs, u.tenant)
+			i.tsdbMetrics.remove(u.tenant)
 		}
 		i.mtx.Unlock()
 		if err != nil {

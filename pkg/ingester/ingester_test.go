@@ -569,6 +569,27 @@ vigil_ingester_tenants 1
 		"vigil_ingester_memory_series", "vigil_ingester_rejected_samples_total", "vigil_ingester_samples_appended_total", "vigil_ingester_tenants"); err != nil {
 		t.Fatal(err)
 	}
+
+	// The tenants' own TSDB metrics are exported with a tenant label, and the whole
+	// registry gathers cleanly with two tenants (same metric names in both TSDBs).
+	if _, err := ing.Push(ctxFor("t2"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series([]string{"__name__", "a"}, prompb.Sample{Timestamp: base, Value: 1}),
+		series([]string{"__name__", "b"}, prompb.Sample{Timestamp: base, Value: 1}),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Gather(); err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	want = `
+# HELP prometheus_tsdb_head_series Total number of series in the head block.
+# TYPE prometheus_tsdb_head_series gauge
+prometheus_tsdb_head_series{tenant="t1"} 1
+prometheus_tsdb_head_series{tenant="t2"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "prometheus_tsdb_head_series"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestOrderWithinOneRequest covers what the TSDB would drop silently at commit: samples

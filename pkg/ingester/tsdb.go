@@ -97,8 +97,9 @@ func (i *Ingester) openTSDB(tenant string) (*userTSDB, error) {
 	if err := u.loadMetadata(); err != nil {
 		return nil, err
 	}
-	db, err := tsdb.Open(dir, u.logger, nil, opts, nil)
+	db, err := tsdb.Open(dir, u.logger, i.tsdbMetrics.registry(tenant), opts, nil)
 	if err != nil {
+		i.tsdbMetrics.remove(tenant)
 		return nil, fmt.Errorf("open TSDB for tenant %q in %s: %w", tenant, dir, err)
 	}
 	// Vigil decides when to cut blocks (compactionLoop), so that compaction and shipping
