@@ -65,6 +65,7 @@ func (a *API) RegisterHTTP(r *mux.Router, prefix string) {
 	get("/api/v3/traces/{traceID}", a.v3GetTrace)
 	get("/api/v3/trace-summaries", a.v3TraceSummaries)
 	get("/api/v3/dependencies", a.v3Dependencies)
+	r.Handle(prefix+"/api/v3/capabilities", http.HandlerFunc(a.capabilities)).Methods(http.MethodGet)
 }
 
 // Handler returns the API as a handler with paths rooted at "/".

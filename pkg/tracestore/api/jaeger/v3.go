@@ -150,6 +150,23 @@ func (a *API) parseV3Query(q url.Values) (tracestore.SearchRequest, error) {
 			req.Attributes = attrs
 		}
 	}
+	if s := param(q, "query.filter"); s != "" {
+		attrs, err := ParseFilter(s)
+		if err != nil {
+			return req, fmt.Errorf("%w: %v", tracestore.ErrInvalidRequest, err)
+		}
+		for k, v := range attrs {
+			if old, ok := req.Attributes[k]; ok && old != v && v != "" {
+				return req, fmt.Errorf("%w: query.filter and query.attributes disagree on %q", tracestore.ErrInvalidRequest, k)
+			}
+			if req.Attributes == nil {
+				req.Attributes = map[string]string{}
+			}
+			if _, ok := req.Attributes[k]; !ok || v != "" {
+				req.Attributes[k] = v
+			}
+		}
+	}
 	if err := req.Validate(); err != nil {
 		return req, err
 	}
