@@ -36,6 +36,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	ingclient "github.com/vigil-obs/vigil/pkg/ingester/client"
 	"github.com/vigil-obs/vigil/pkg/util/validation"
 )
 
@@ -414,7 +415,9 @@ func TestOTLPGRPCExporterSDK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	// Vigil's gRPC servers force the ingester client codec; OTLP's
+	// pdata messages must still decode through it.
+	srv := grpc.NewServer(ingclient.ServerOptions()...)
 	env.d.RegisterOTLPGRPC(srv)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)

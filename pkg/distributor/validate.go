@@ -48,8 +48,8 @@ const (
 	maxInt64 = 1<<63 - 1
 )
 
-// labelsSorted reports whether names are strictly increasing is not required
-// here: equal neighbours are caught as duplicates after sorting.
+// labelsSorted reports whether label names are in non-decreasing order;
+// equal neighbours are reported as duplicates by validateLabels.
 func labelsSorted(ls []prompb.Label) bool {
 	for i := 1; i < len(ls); i++ {
 		if ls[i-1].Name > ls[i].Name {
