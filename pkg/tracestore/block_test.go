@@ -396,3 +396,33 @@ func TestBlockCutCarriesAtMostAQuarterBlock(t *testing.T) {
 		t.Fatal("nothing left to flush after a size-triggered cut")
 	}
 }
+
+func TestQuerierRefreshesKnownTenantsBlockLists(t *testing.T) {
+	bkt := newTestBucket(t)
+	q, err := NewQuerier(QuerierConfig{BlockSyncInterval: time.Hour, CacheBytes: 1 << 20}, bkt, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := tenantCtx("t1")
+	if svcs, err := q.Services(ctx, time.Time{}, time.Time{}); err != nil || len(svcs) != 0 {
+		t.Fatalf("services = %v %v", svcs, err)
+	}
+	ing := startIngester(t, testIngesterConfig(t.TempDir()), bkt, nil)
+	if _, err := ing.Export(ctx, exportReq(genTraces(genOpts{traces: 1, services: []string{"late"}, seed: 1}))); err != nil {
+		t.Fatal(err)
+	}
+	if err := ing.FlushAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The cached list (1h interval) does not see the new block yet...
+	if svcs, _ := q.Services(ctx, time.Time{}, time.Time{}); len(svcs) != 0 {
+		t.Fatalf("services before refresh = %v", svcs)
+	}
+	// ...the background refresh of known tenants does.
+	if err := q.refreshBlockLists(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if svcs, _ := q.Services(ctx, time.Time{}, time.Time{}); strings.Join(svcs, ",") != "late" {
+		t.Fatalf("services after refresh = %v", svcs)
+	}
+}

@@ -54,21 +54,44 @@ func markerPath(id ulid.ULID) string {
 	return path.Join(tracesDir, "markers", id.String()+"-"+blockDeletionMark)
 }
 
-// blocks returns the tenant's complete, not-deleted blocks.
-func (s *blockStore) blocks(ctx context.Context, tenant string) ([]*BlockMeta, error) {
+func (s *blockStore) tenant(tenant string) *tenantBlocks {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	tb := s.tenants[tenant]
 	if tb == nil {
 		tb = &tenantBlocks{}
 		s.tenants[tenant] = tb
 	}
-	s.mu.Unlock()
+	return tb
+}
 
+func (s *blockStore) knownTenants() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sortedKeys(s.tenants)
+}
+
+// blocks returns the tenant's complete, not-deleted blocks, re-listing the
+// bucket when the cached list is older than the sync interval.
+func (s *blockStore) blocks(ctx context.Context, tenant string) ([]*BlockMeta, error) {
+	tb := s.tenant(tenant)
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	if !tb.synced.IsZero() && s.now().Sub(tb.synced) < s.syncInterval {
 		return tb.metas, nil
 	}
+	return s.syncLocked(ctx, tenant, tb)
+}
+
+// refresh re-lists the tenant's blocks unconditionally.
+func (s *blockStore) refresh(ctx context.Context, tenant string) ([]*BlockMeta, error) {
+	tb := s.tenant(tenant)
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return s.syncLocked(ctx, tenant, tb)
+}
+
+func (s *blockStore) syncLocked(ctx context.Context, tenant string, tb *tenantBlocks) ([]*BlockMeta, error) {
 	metas, err := s.syncTenant(ctx, tenant, tb.metas)
 	if err != nil {
 		return nil, err

@@ -150,8 +150,24 @@ func NewQuerier(cfg QuerierConfig, bkt objstore.Bucket, heads HeadSource, logger
 		heads = StaticHeads()
 	}
 	q := &Querier{heads: heads, blocks: newBlockStore(bkt, cfg.BlockSyncInterval, cfg.CacheBytes, logger), logger: logger}
-	q.Service = services.NewIdleService(nil, nil)
+	if cfg.BlockSyncInterval > 0 {
+		// Refresh the block lists of tenants already queried in the
+		// background, so queries rarely wait for a bucket listing.
+		q.Service = services.NewTimerService(cfg.BlockSyncInterval, nil, q.refreshBlockLists, nil)
+	} else {
+		q.Service = services.NewIdleService(nil, nil)
+	}
 	return q, nil
+}
+
+func (q *Querier) refreshBlockLists(ctx context.Context) error {
+	for _, tenant := range q.blocks.knownTenants() {
+		if _, err := q.blocks.refresh(ctx, tenant); err != nil {
+			// Keep serving the previous list; the next tick retries.
+			q.logger.Warn("refreshing trace block list failed", "tenant", tenant, "err", err)
+		}
+	}
+	return nil
 }
 
 // fanOut calls fn on every head concurrently. A failing ingester is
