@@ -62,4 +62,7 @@ const (
 	flagMaxSpanBytes  = "validation.max-span-bytes"
 	flagMaxAttributes = "validation.max-attributes-per-span"
 	flagMaxRecvMsg    = "distributor.traces.max-recv-msg-size"
+	// Enforced by the ingesters (pkg/tracestore), quoted when they refuse.
+	flagMaxSpansPerTrace = "ingester.max-spans-per-trace"
+	flagMaxBytesPerTrace = "ingester.max-bytes-per-trace"
 )

@@ -17,6 +17,7 @@ import (
 	"github.com/grafana/dskit/user"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/vigil-obs/vigil/pkg/tracestore"
 	"github.com/vigil-obs/vigil/pkg/tracestore/translate"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -182,7 +183,8 @@ func (r *Receiver) Push(ctx context.Context, tenant, protocol string, td ptrace.
 				r.limits.IngestionRateSpans(tenant), r.limits.IngestionBurstSizeSpans(tenant), tenant, accepted, flagRateSpans, flagBurstSpans),
 		}
 	}
-	if err := r.shard(ctx, tenant, td); err != nil {
+	rej, err := r.shard(ctx, tenant, td)
+	if err != nil {
 		var pe *PushError
 		if errors.As(err, &pe) {
 			r.discardedSpans.WithLabelValues(tenant, ReasonIngesterRejected).Add(float64(accepted))
@@ -192,12 +194,67 @@ func (r *Receiver) Push(ctx context.Context, tenant, protocol string, td ptrace.
 		return PushResult{}, &PushError{Code: http.StatusServiceUnavailable, Reason: "ingester_unavailable", Rejected: total,
 			Msg: fmt.Sprintf("writing %d spans to ingesters failed: %v", accepted, err)}
 	}
+	if rej.spans > 0 {
+		// Per-trace limits are enforced by the ingesters, which stored the
+		// other traces of the request: a partial success.
+		if rej.spans > accepted {
+			rej.spans = accepted
+		}
+		accepted -= rej.spans
+		rejected += rej.spans
+		for reason, n := range rej.byReason {
+			r.discardedSpans.WithLabelValues(tenant, reason).Add(float64(n))
+		}
+		if msg != "" {
+			msg += "; "
+		}
+		msg += rej.msg
+		if accepted == 0 {
+			return PushResult{}, &PushError{Code: http.StatusBadRequest, Reason: rej.reason, Msg: msg, Rejected: rejected}
+		}
+	}
 	// Derived metrics count acknowledged spans only: a batch that failed
 	// here is retried by the client and would otherwise be counted twice.
+	// (Spans an ingester refused by a per-trace limit are still counted:
+	// td does not say which they were.)
 	if r.generator != nil {
 		r.generator.ConsumeTraces(ctx, tenant, td)
 	}
 	return PushResult{Accepted: accepted, Rejected: rejected, Msg: msg}, nil
+}
+
+// ingesterRejections collects per-trace limit rejections reported by
+// ingesters that stored the rest of what they were sent.
+type ingesterRejections struct {
+	mtx      sync.Mutex
+	spans    int
+	byReason map[string]int
+	reason   string // the first reason seen
+	msg      string // the first message seen
+}
+
+func (ir *ingesterRejections) add(reason string, spans int, msg string) {
+	ir.mtx.Lock()
+	defer ir.mtx.Unlock()
+	if ir.byReason == nil {
+		ir.byReason = map[string]int{}
+		ir.reason = reason
+		ir.msg = msg
+	}
+	ir.byReason[reason] += spans
+	ir.spans += spans
+}
+
+// perReplica scales counts reported by every replica of a trace back to
+// spans: each rejected span is reported once per replica.
+func (ir *ingesterRejections) perReplica(rf int) {
+	if rf <= 1 {
+		return
+	}
+	ir.spans = (ir.spans + rf - 1) / rf
+	for k, v := range ir.byReason {
+		ir.byReason[k] = (v + rf - 1) / rf
+	}
 }
 
 // limiter returns the tenant's token bucket, following runtime changes of
@@ -293,7 +350,7 @@ type spanRef struct{ rs, ss, sp int }
 // shard writes each trace to its replica set. One key per trace: all spans
 // of a trace land on the same ingesters, which is what trace-level limits
 // and by-ID lookups rely on.
-func (r *Receiver) shard(ctx context.Context, tenant string, td ptrace.Traces) error {
+func (r *Receiver) shard(ctx context.Context, tenant string, td ptrace.Traces) (*ingesterRejections, error) {
 	index := map[pcommon.TraceID]int{}
 	var keys []uint32
 	var groups [][]spanRef
@@ -321,7 +378,8 @@ func (r *Receiver) shard(ctx context.Context, tenant string, td ptrace.Traces) e
 	// detached from the request and cancelled only by DoBatch's Cleanup,
 	// which runs after every callback has returned.
 	ctx, cancel := context.WithTimeout(user.InjectOrgID(context.WithoutCancel(ctx), tenant), r.cfg.RemoteTimeout)
-	return ring.DoBatchWithOptions(ctx, r.writeOp, r.ring, keys, func(inst ring.InstanceDesc, idx []int) error {
+	rej := &ingesterRejections{}
+	err := ring.DoBatchWithOptions(ctx, r.writeOp, r.ring, keys, func(inst ring.InstanceDesc, idx []int) error {
 		c, err := r.client(inst.Addr)
 		if err != nil {
 			return err
@@ -340,10 +398,23 @@ func (r *Receiver) shard(ctx context.Context, tenant string, td ptrace.Traces) e
 		}
 		_, err = c.Export(ctx, ptraceotlp.NewExportRequestFromTraces(out))
 		if err != nil {
+			if reason, spans, ok := tracestore.RejectionReason(err); ok {
+				// The ingester stored everything else durably: the write
+				// succeeded for the quorum, with these spans refused.
+				st, _ := status.FromError(err)
+				rej.add(reason, spans, fmt.Sprintf("ingester %s: %s (raise -%s / -%s, max_spans_per_trace / max_bytes_per_trace in the runtime overrides)",
+					inst.Addr, st.Message(), flagMaxSpansPerTrace, flagMaxBytesPerTrace))
+				return nil
+			}
 			return classify(inst.Addr, err)
 		}
 		return nil
 	}, ring.DoBatchOptions{IsClientError: isClientError, Cleanup: cancel})
+	if err != nil {
+		return nil, err
+	}
+	rej.perReplica(r.ring.ReplicationFactor())
+	return rej, nil
 }
 
 // TraceToken is the ring token of a trace: fnv32a(tenant + trace ID bytes).
