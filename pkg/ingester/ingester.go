@@ -20,6 +20,9 @@ import (
 	"github.com/vigil-obs/vigil/pkg/util/tenant"
 )
 
+// errStopping is returned for tenants that would have to be opened while stopping.
+var errStopping = errors.New("ingester is stopping")
+
 // Ingester is the metrics ingester service.
 type Ingester struct {
 	services.Service
@@ -36,9 +39,10 @@ type Ingester struct {
 	subs       *services.Manager
 	subsWatch  *services.FailureWatcher
 
-	mtx     sync.RWMutex
-	tsdbs   map[string]*userTSDB
-	opening map[string]*sync.Mutex // per-tenant open lock so one slow WAL replay does not block other tenants
+	mtx          sync.RWMutex
+	shuttingDown bool // set once stopping began: no TSDB may be opened after that
+	tsdbs        map[string]*userTSDB
+	opening      map[string]*sync.Mutex // per-tenant open lock so one slow WAL replay does not block other tenants
 }
 
 // New creates an ingester.
@@ -166,6 +170,7 @@ func (i *Ingester) stopping(_ error) error {
 		}
 	}
 	i.mtx.Lock()
+	i.shuttingDown = true
 	dbs := i.tsdbs
 	i.tsdbs = map[string]*userTSDB{}
 	i.mtx.Unlock()
@@ -208,6 +213,10 @@ func (i *Ingester) getOrCreateTSDB(tenantID string) (*userTSDB, error) {
 		i.mtx.Unlock()
 		return u, nil
 	}
+	if i.shuttingDown {
+		i.mtx.Unlock()
+		return nil, errStopping
+	}
 	lock := i.opening[tenantID]
 	if lock == nil {
 		lock = &sync.Mutex{}
@@ -229,6 +238,12 @@ func (i *Ingester) getOrCreateTSDB(tenantID string) (*userTSDB, error) {
 		return nil, err
 	}
 	i.mtx.Lock()
+	if i.shuttingDown {
+		// Stopping began while this tenant was being opened: nobody would close it.
+		delete(i.opening, tenantID)
+		i.mtx.Unlock()
+		return nil, errors.Join(errStopping, u.close())
+	}
 	i.tsdbs[tenantID] = u
 	delete(i.opening, tenantID)
 	i.mtx.Unlock()

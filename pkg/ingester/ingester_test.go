@@ -740,3 +740,22 @@ func TestOutOfOrderSamplesQueryInOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestNoTSDBOpensAfterStop(t *testing.T) {
+	ing, err := New(testConfig(t), nil, nil, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), ing); err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StopAndAwaitTerminated(context.Background(), ing); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ing.getOrCreateTSDB("late"); !errors.Is(err, errStopping) {
+		t.Fatalf("opening a tenant after stop: %v", err)
+	}
+	if _, err := ing.Push(ctxFor("late"), &prompb.WriteRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("push after stop: %v", err)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
+	"github.com/vigil-obs/vigil/pkg/util/tenant"
 )
 
 var _ client.IngesterServer = (*Ingester)(nil)
@@ -36,11 +37,18 @@ func (i *Ingester) Push(ctx context.Context, req *prompb.WriteRequest) (*client.
 	if err != nil {
 		return nil, status.Errorf(codes.Unauthenticated, "push: no tenant in request: %v", err)
 	}
+	if err := tenant.Validate(tenantID); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "push: invalid tenant: %v", err)
+	}
 	for attempt := 0; ; attempt++ {
 		u, err := i.getOrCreateTSDB(tenantID)
 		if err != nil {
 			i.metrics.pushFailures.Inc()
-			return nil, status.Errorf(codes.InvalidArgument, "push for tenant %q: %v", tenantID, err)
+			if errors.Is(err, errStopping) {
+				return nil, status.Errorf(codes.Unavailable, "push for tenant %q: %v", tenantID, err)
+			}
+			// Opening a TSDB fails on disk problems: retryable from the sender's view.
+			return nil, status.Errorf(codes.Internal, "push for tenant %q: %v", tenantID, err)
 		}
 		resp, retry, err := i.pushToTSDB(ctx, u, req)
 		if retry && attempt < 3 {
@@ -63,7 +71,6 @@ type rejectionKey struct {
 type pushState struct {
 	resp     client.PushResponse
 	index    map[rejectionKey]int
-	lsets    map[int]string
 	maxRejs  int
 	overflow map[string]*client.Rejection
 }
