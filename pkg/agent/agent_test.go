@@ -94,9 +94,13 @@ func runHelper(mode string) error {
 		}}
 		for i := 0; i < n; i++ {
 			// One A (answered) and one AAAA (NXDOMAIN) query each.
-			if _, err := r.LookupHost(context.Background(), fmt.Sprintf("host%d.vigil.test", i)); err != nil {
+			if _, err := r.LookupHost(context.Background(), fmt.Sprintf("host%d.vigil.test.", i)); err != nil {
 				return err
 			}
+		}
+		// NXDOMAIN for both A and AAAA; absolute so no search domain is tried.
+		if _, err := r.LookupHost(context.Background(), "missing.vigil.test."); err == nil {
+			return fmt.Errorf("missing.vigil.test resolved")
 		}
 	case "http-client":
 		url := os.Getenv("HELPER_URL")

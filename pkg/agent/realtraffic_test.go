@@ -1,0 +1,460 @@
+package agent
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+)
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago, for
+// servers (redis-server, postgres) that cannot be told to pick port 0.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitTCP(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not start listening: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func requireBinary(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		// make test installs these (mk/ebpf.mk ebpf-deps); missing means a
+		// broken environment, not a reason to skip.
+		t.Fatalf("%s not found (run `make ebpf-deps`): %v", name, err)
+	}
+	return p
+}
+
+func TestPythonHTTPServerRecvfromSendto(t *testing.T) {
+	a := startAgent(t, Config{})
+	py := requireBinary(t, "python3")
+	dir := t.TempDir()
+	cmd := exec.Command(py, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME=demo-py")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	portRe := regexp.MustCompile(`port (\d+)`)
+	sc := bufio.NewScanner(stdout)
+	var port string
+	for sc.Scan() {
+		if m := portRe.FindStringSubmatch(sc.Text()); m != nil {
+			port = m[1]
+			break
+		}
+	}
+	if port == "" {
+		t.Fatal("python http.server did not report its port")
+	}
+	go io.Copy(io.Discard, stdout)
+	const n = 12
+	startHelper(t, "http-client", "HELPER_N="+strconv.Itoa(n), "HELPER_URL=http://127.0.0.1:"+port, "OTEL_SERVICE_NAME=demo-pyclient")
+	waitCount(t, a.Exported(), "http_server_request_duration_seconds", map[string]string{lService: "demo-py",
+		"http_request_method": "GET", "http_response_status_code": "404", "http_route": "/items/{id}", "server_port": port}, n)
+	waitCount(t, a.Exported(), "http_client_request_duration_seconds", map[string]string{lService: "demo-pyclient",
+		"http_request_method": "GET", "http_response_status_code": "404", "http_route": "/items/{id}", "server_port": port}, n)
+	// HTTP/1.0: one connection per request.
+	waitCount(t, a.Exported(), "tcp_connections_total", map[string]string{lService: "demo-py", "direction": "inbound", "result": "ok"}, n)
+}
+
+func TestRedisClientOperations(t *testing.T) {
+	requireRoot(t)
+	server := requireBinary(t, "redis-server")
+	cli := requireBinary(t, "redis-cli")
+	a := startAgent(t, Config{})
+	port := strconv.Itoa(freePort(t))
+	srv := exec.Command(server, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	waitTCP(t, "127.0.0.1:"+port)
+	run := func(args ...string) string {
+		c := exec.Command(cli, append([]string{"-h", "127.0.0.1", "-p", port}, args...)...)
+		c.Env = append(os.Environ(), "OTEL_SERVICE_NAME=demo-redis-cli")
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("redis-cli %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	run("SET", "k", "v")
+	run("GET", "k")
+	if out := run("INCR", "k"); !strings.Contains(out, "ERR") {
+		t.Fatalf("INCR on a string did not fail: %s", out)
+	}
+	base := map[string]string{lService: "demo-redis-cli", "db_system": "redis", lPeer: "127.0.0.1:" + port}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "SET", "error_type", ""), 1)
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "GET", "error_type", ""), 1)
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "INCR", "error_type", "ERR"), 1)
+}
+
+func TestPostgresClientOperations(t *testing.T) {
+	requireRoot(t)
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
+	if len(bins) == 0 {
+		t.Fatal("PostgreSQL server not installed (run `make ebpf-deps`)")
+	}
+	binDir := filepath.Dir(bins[len(bins)-1])
+	psql := requireBinary(t, "psql")
+	pgUser, err := user.Lookup("postgres")
+	if err != nil {
+		t.Fatalf("postgres system user: %v", err)
+	}
+	uid, _ := strconv.Atoi(pgUser.Uid)
+	gid, _ := strconv.Atoi(pgUser.Gid)
+	a := startAgent(t, Config{})
+
+	// PostgreSQL refuses to run as root: the data directory belongs to the
+	// postgres user, outside t.TempDir (whose parents are private to root).
+	dir, err := os.MkdirTemp("", "vigil-agent-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	asPostgres := func(c *exec.Cmd) *exec.Cmd {
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		c.Dir = dir
+		c.Env = []string{"PATH=/usr/bin:/bin", "LANG=C", "HOME=" + dir}
+		return c
+	}
+	if out, err := asPostgres(exec.Command(filepath.Join(binDir, "initdb"),
+		"-D", data, "--auth=trust", "-U", "postgres", "--no-sync")).CombinedOutput(); err != nil {
+		t.Fatalf("initdb: %v: %s", err, out)
+	}
+	port := strconv.Itoa(freePort(t))
+	var logs strings.Builder
+	srv := asPostgres(exec.Command(filepath.Join(binDir, "postgres"), "-D", data, "-p", port,
+		"-k", dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"))
+	srv.Stdout, srv.Stderr = &logs, &logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { srv.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		srv.Process.Signal(syscall.SIGQUIT) // immediate shutdown
+		<-exited
+	})
+	for dl := time.Now().Add(30 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("postgres exited: %s", logs.String())
+		default:
+		}
+		if time.Now().After(dl) {
+			t.Fatalf("postgres did not listen: %s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	run := func(sql string, wantErr bool) {
+		c := exec.Command(psql, "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", "postgres", "-X", "-c", sql)
+		c.Env = append(os.Environ(), "OTEL_SERVICE_NAME=demo-psql", "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=10")
+		out, err := c.CombinedOutput()
+		if (err != nil) != wantErr {
+			t.Fatalf("psql %q: err=%v: %s", sql, err, out)
+		}
+	}
+	// The server may accept TCP before it accepts logins.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c := exec.Command(psql, "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-X", "-l")
+		c.Env = append(os.Environ(), "PGSSLMODE=disable")
+		if err := c.Run(); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("postgres did not accept logins")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	run("SELECT 1", false)
+	run("CREATE TABLE t (a int)", false)
+	run("INSERT INTO t VALUES (1)", false)
+	run("SELECT * FROM missing_table", true)
+	base := map[string]string{lService: "demo-psql", "db_system": "postgresql", lPeer: "127.0.0.1:" + port}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "SELECT", "error_type", ""), 1)
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "CREATE", "error_type", ""), 1)
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "INSERT", "error_type", ""), 1)
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "SELECT", "error_type", "42P01"), 1)
+}
+
+// dnsServer answers A queries with 127.0.0.1, AAAA with no data, and names
+// starting with "missing" with NXDOMAIN.
+func dnsServer(t *testing.T) string {
+	t.Helper()
+	// The kernel side only follows UDP sockets talking to port 53; a random
+	// 127/8 address keeps concurrent test runs apart.
+	var pc net.PacketConn
+	var err error
+	for i := 0; i < 20; i++ {
+		addr := fmt.Sprintf("127.%d.%d.53:53", 100+rand.IntN(100), rand.IntN(250)+1)
+		if pc, err = net.ListenPacket("udp", addr); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("listening on a loopback port 53: %v", err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := buf[:n]
+			if n < 12 {
+				continue
+			}
+			// Question ends after the name's zero label and type/class.
+			off := 12
+			for off < n && q[off] != 0 {
+				off += int(q[off]) + 1
+			}
+			off += 5
+			if off > n {
+				continue
+			}
+			name := string(q[13:min(20, n)])
+			qtype := binary.BigEndian.Uint16(q[off-4:])
+			resp := append([]byte(nil), q[:off]...)
+			binary.BigEndian.PutUint16(resp[2:], 0x8180) // QR, RD, RA, NoError
+			binary.BigEndian.PutUint16(resp[6:], 0)      // ancount
+			binary.BigEndian.PutUint16(resp[8:], 0)
+			binary.BigEndian.PutUint16(resp[10:], 0)
+			switch {
+			case strings.HasPrefix(name, "missing"):
+				binary.BigEndian.PutUint16(resp[2:], 0x8183) // NXDOMAIN
+			case qtype == 1:
+				binary.BigEndian.PutUint16(resp[6:], 1)
+				resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1)
+			}
+			pc.WriteTo(resp, from)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+func TestDNSLookups(t *testing.T) {
+	a := startAgent(t, Config{})
+	server := dnsServer(t)
+	const n = 4
+	startHelper(t, "dns", "HELPER_N="+strconv.Itoa(n), "HELPER_DNS="+server, "OTEL_SERVICE_NAME=demo-dns")
+	for _, qt := range []string{"A", "AAAA"} {
+		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-dns", "dns_question_type": qt, "rcode": "NoError"}, n)
+		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-dns", "dns_question_type": qt, "rcode": "NXDomain"}, 1)
+	}
+}
+
+// TestRemoteWriteAndOTLPExport checks what leaves the agent: remote-write
+// requests decoded as prompb and OTLP spans, both with the identity labels.
+func TestRemoteWriteAndOTLPExport(t *testing.T) {
+	var mu sync.Mutex
+	latest := map[string]float64{} // series key -> value of the latest request
+	var spans []ptrace.Span
+	var spanServices []string
+	rw := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		raw, err := snappy.Decode(nil, body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var req prompb.WriteRequest
+		if err := req.Unmarshal(raw); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		for _, ts := range req.Timeseries {
+			latest[seriesKey(ts.Labels)] = ts.Samples[len(ts.Samples)-1].Value
+		}
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	otlp := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		req := ptraceotlp.NewExportRequest()
+		if err := req.UnmarshalProto(body); err != nil || r.URL.Path != "/otlp/v1/traces" {
+			http.Error(w, fmt.Sprint("bad request ", r.URL.Path, err), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		rss := req.Traces().ResourceSpans()
+		for i := 0; i < rss.Len(); i++ {
+			svc, _ := rss.At(i).Resource().Attributes().Get("service.name")
+			sss := rss.At(i).ScopeSpans()
+			for j := 0; j < sss.Len(); j++ {
+				for k := 0; k < sss.At(j).Spans().Len(); k++ {
+					spans = append(spans, sss.At(j).Spans().At(k))
+					spanServices = append(spanServices, svc.Str())
+				}
+			}
+		}
+		mu.Unlock()
+	}))
+	for _, s := range []*httptest.Server{rw, otlp} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Listener.Close()
+		s.Listener = l
+		s.Start()
+		defer s.Close()
+	}
+	cfg := Config{HostName: "node-1"}
+	cfg.RemoteWrite.URL = rw.URL + "/api/v1/push"
+	cfg.RemoteWrite.Interval = 200 * time.Millisecond
+	cfg.OTLP.Endpoint = otlp.URL + "/otlp"
+	cfg.OTLP.Interval = 200 * time.Millisecond
+	startAgent(t, cfg)
+	const n = 7
+	h := startHelper(t, "http", "HELPER_N="+strconv.Itoa(n), "OTEL_SERVICE_NAME=demo-export")
+	_, port, _ := net.SplitHostPort(h.value("addr"))
+	key := seriesKey([]prompb.Label{
+		{Name: "__name__", Value: "http_server_request_duration_seconds_count"},
+		{Name: "host_name", Value: "node-1"},
+		{Name: "http_request_method", Value: "GET"},
+		{Name: "http_response_status_code", Value: "200"},
+		{Name: "http_route", Value: "/users/{id}"},
+		{Name: "server_address", Value: "127.0.0.1"},
+		{Name: "server_port", Value: port},
+		{Name: "service_instance_id", Value: "node-1:" + strconv.Itoa(h.cmd.Process.Pid)},
+		{Name: "service_name", Value: "demo-export"},
+	})
+	serverSpans := func() int {
+		c := 0
+		for i, sp := range spans {
+			if spanServices[i] == "demo-export" && sp.Kind() == ptrace.SpanKindServer && sp.Name() == "GET /users/{id}" {
+				route, _ := sp.Attributes().Get("http.route")
+				code, _ := sp.Attributes().Get("http.response.status_code")
+				if route.Str() == "/users/{id}" && code.Int() == 200 && sp.EndTimestamp() > sp.StartTimestamp() {
+					c++
+				}
+			}
+		}
+		return c
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		v, nspans := latest[key], serverSpans()
+		mu.Unlock()
+		if v == n && nspans == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			mu.Lock()
+			var keys []string
+			for k := range latest {
+				if strings.Contains(k, "demo-export") && strings.Contains(k, "_count") {
+					keys = append(keys, k)
+				}
+			}
+			mu.Unlock()
+			t.Fatalf("remote write value %v (want %d), server spans %d (want %d); series seen: %v", v, n, nspans, n, keys)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The client side names its peer: the server's service, learned from
+	// its accepted connections.
+	mu.Lock()
+	defer mu.Unlock()
+	found := false
+	for k := range latest {
+		if strings.Contains(k, "__name__=http_client_request_duration_seconds_count,") && strings.Contains(k, "service_name=demo-export") &&
+			strings.Contains(k, "peer_service=demo-export") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no client series with peer_service=demo-export")
+	}
+}
+
+func seriesKey(lbls []prompb.Label) string {
+	var b strings.Builder
+	for _, l := range lbls {
+		b.WriteString(l.Name + "=" + l.Value + ",")
+	}
+	return b.String()
+}
