@@ -759,3 +759,81 @@ func TestNoTSDBOpensAfterStop(t *testing.T) {
 		t.Fatalf("push after stop: %v", err)
 	}
 }
+
+func TestQueryEdgeCases(t *testing.T) {
+	ing := startIngester(t, testConfig(t), nil, nil)
+	c := serveGRPC(t, ing)
+
+	// Empty ingester: Info advertises an empty range, queries answer nothing.
+	info, err := ing.Info(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Store.MinTime <= info.Store.MaxTime {
+		t.Fatalf("empty ingester advertises %d-%d", info.Store.MinTime, info.Store.MaxTime)
+	}
+	if got := querySeries(t, c, "nobody", 0, 1); len(got) != 0 {
+		t.Fatalf("series from an empty ingester: %v", got)
+	}
+	if _, err := c.LabelValues(ctxFor("t1"), &storepb.LabelValuesRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("label values without a label name: %v", err)
+	}
+	if _, err := c.Exemplars(ctxFor("t1"), &exemplarspb.ExemplarsRequest{Query: "rate("}); err != nil {
+		t.Fatal(err) // streams report errors on Recv
+	}
+
+	base := time.Now().UnixMilli()
+	for _, tn := range []string{"t1", "t2"} {
+		if _, err := ing.Push(ctxFor(tn), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+			series([]string{"__name__", "a", "x", "1"}, prompb.Sample{Timestamp: base, Value: 1}),
+			series([]string{"__name__", "b", "y", "1"}, prompb.Sample{Timestamp: base + 10, Value: 1}),
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Without a tenant Info covers every tenant.
+	info, err = ing.Info(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Store.MinTime != base || info.Store.MaxTime != base+10 {
+		t.Fatalf("info range %d-%d", info.Store.MinTime, info.Store.MaxTime)
+	}
+	// Label names honour matchers and the limit.
+	ln, err := c.LabelNames(ctxFor("t1"), &storepb.LabelNamesRequest{Start: base, End: base + 10,
+		Matchers: []storepb.LabelMatcher{eqMatcher("__name__", "a")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ln.Names) != 2 || ln.Names[1] != "x" {
+		t.Fatalf("label names with matcher: %v", ln.Names)
+	}
+	ln, err = c.LabelNames(ctxFor("t1"), &storepb.LabelNamesRequest{Start: base, End: base + 10, Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ln.Names) != 1 {
+		t.Fatalf("label names with limit 1: %v", ln.Names)
+	}
+	// Series limit.
+	stream, err := c.Series(ctxFor("t1"), &storepb.SeriesRequest{MinTime: base, MaxTime: base + 10, Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		r, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetSeries() != nil {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("series limit 1 returned %d series", n)
+	}
+}

@@ -217,7 +217,8 @@ func (i *Ingester) LabelNames(ctx context.Context, req *storepb.LabelNamesReques
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "label names: %v", err)
 	}
-	return &storepb.LabelNamesResponse{Names: names, Warnings: warnStrings(warns.AsErrors())}, nil
+	// The TSDB treats the limit as a hint (the head ignores it without matchers).
+	return &storepb.LabelNamesResponse{Names: truncate(names, req.Limit), Warnings: warnStrings(warns.AsErrors())}, nil
 }
 
 // LabelValues implements storepb.StoreServer.
@@ -246,7 +247,7 @@ func (i *Ingester) LabelValues(ctx context.Context, req *storepb.LabelValuesRequ
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "label values: %v", err)
 	}
-	return &storepb.LabelValuesResponse{Values: values, Warnings: warnStrings(warns.AsErrors())}, nil
+	return &storepb.LabelValuesResponse{Values: truncate(values, req.Limit), Warnings: warnStrings(warns.AsErrors())}, nil
 }
 
 func warnStrings(ws []error) []string {
@@ -371,4 +372,11 @@ func (i *Ingester) Info(ctx context.Context, _ *infopb.InfoRequest) (*infopb.Inf
 // /api/v1/metadata does ("counter", "gauge", ...).
 func metricTypeString(t prompb.MetricMetadata_MetricType) string {
 	return strings.ToLower(t.String())
+}
+
+func truncate(s []string, limit int64) []string {
+	if limit > 0 && int64(len(s)) > limit {
+		return s[:limit]
+	}
+	return s
 }
