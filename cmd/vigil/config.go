@@ -101,6 +101,9 @@ func (c *Config) applyDerivedDefaults() {
 	if c.Ingester.DataDir == "./data" {
 		c.Ingester.DataDir = c.DataDir
 	}
+	if c.Traces.Ingester.DataDir == "./data" {
+		c.Traces.Ingester.DataDir = c.DataDir
+	}
 	if c.StoreGateway.DataDir == "./data/store-gateway" {
 		c.StoreGateway.DataDir = filepath.Join(c.DataDir, "store-gateway")
 	}

@@ -29,6 +29,11 @@ const (
 	Querier      = "querier"
 	StoreGateway = "store-gateway"
 
+	// The roles above group these: a role runs the metrics and the trace side of its job.
+	MetricsDistributor = "metrics-distributor"
+	MetricsIngester    = "metrics-ingester"
+	MetricsQuerier     = "metrics-querier"
+
 	Server          = "server"
 	MemberlistKV    = "memberlist-kv"
 	Overrides       = "overrides"
@@ -39,7 +44,7 @@ const (
 )
 
 // targetableModules are the roles -target accepts.
-var targetableModules = []string{All, Distributor, Ingester, Querier, StoreGateway}
+var targetableModules = []string{All, Distributor, Ingester, Querier, StoreGateway, Compactor}
 
 // registerModules declares every module and its dependencies; dskit initialises a target's
 // dependencies first and stops them last.
@@ -50,24 +55,40 @@ func (v *vigil) registerModules() *modules.Manager {
 	mm.RegisterModule(Overrides, v.initOverrides, modules.UserInvisibleModule)
 	mm.RegisterModule(Bucket, v.initBucket, modules.UserInvisibleModule)
 	mm.RegisterModule(IngesterRing, v.initIngesterRing, modules.UserInvisibleModule)
-	mm.RegisterModule(Ingester, v.initIngester)
-	mm.RegisterModule(Distributor, v.initDistributor)
-	mm.RegisterModule(Querier, v.initQuerier)
+	mm.RegisterModule(MetricsIngester, v.initIngester, modules.UserInvisibleModule)
+	mm.RegisterModule(MetricsDistributor, v.initDistributor, modules.UserInvisibleModule)
+	mm.RegisterModule(MetricsQuerier, v.initQuerier, modules.UserInvisibleModule)
+	mm.RegisterModule(TraceIngester, v.initTraceIngester, modules.UserInvisibleModule)
+	mm.RegisterModule(TraceReceiver, v.initTraceReceiver, modules.UserInvisibleModule)
+	mm.RegisterModule(TraceQuerier, v.initTraceQuerier, modules.UserInvisibleModule)
+	mm.RegisterModule(TraceCompactor, v.initTraceCompactor, modules.UserInvisibleModule)
 	mm.RegisterModule(StoreGateway, v.initStoreGateway)
 	mm.RegisterModule(listenerModules, v.initListeners, modules.UserInvisibleModule)
+	mm.RegisterModule(Ingester, nil)
+	mm.RegisterModule(Distributor, nil)
+	mm.RegisterModule(Querier, nil)
+	mm.RegisterModule(Compactor, nil)
 	mm.RegisterModule(All, nil)
 
 	deps := map[string][]string{
-		MemberlistKV:    {Server},
-		Overrides:       {Server},
-		Bucket:          {Server},
-		IngesterRing:    {MemberlistKV},
-		Ingester:        {Server, MemberlistKV, Overrides, Bucket},
-		Distributor:     {Server, MemberlistKV, Overrides},
-		Querier:         {Server, IngesterRing},
-		StoreGateway:    {Server, Bucket},
-		listenerModules: {Distributor},
-		All:             {Ingester, Distributor, Querier, StoreGateway, listenerModules},
+		MemberlistKV:       {Server},
+		Overrides:          {Server},
+		Bucket:             {Server},
+		IngesterRing:       {MemberlistKV},
+		MetricsIngester:    {Server, MemberlistKV, Overrides, Bucket},
+		TraceIngester:      {Server, Overrides, Bucket},
+		MetricsDistributor: {Server, MemberlistKV, Overrides},
+		TraceReceiver:      {MetricsDistributor, IngesterRing},
+		MetricsQuerier:     {Server, IngesterRing},
+		TraceQuerier:       {Server, IngesterRing, Bucket},
+		TraceCompactor:     {Server, Bucket},
+		StoreGateway:       {Server, Bucket},
+		listenerModules:    {MetricsDistributor, TraceReceiver, TraceQuerier},
+		Ingester:           {MetricsIngester, TraceIngester},
+		Distributor:        {MetricsDistributor, TraceReceiver, listenerModules},
+		Querier:            {MetricsQuerier, TraceQuerier},
+		Compactor:          {TraceCompactor},
+		All:                {Ingester, Distributor, Querier, StoreGateway, Compactor},
 	}
 	for mod, d := range deps {
 		if err := mm.AddDependency(mod, d...); err != nil {
@@ -171,15 +192,31 @@ func (v *vigil) initStoreGateway() (services.Service, error) {
 // components registered on them.
 func (v *vigil) initListeners() (services.Service, error) {
 	var svcs []services.Service
+	newGRPCServer := func() *grpc.Server {
+		return grpc.NewServer(append(ingclient.ServerOptions(), grpc.ChainUnaryInterceptor(tenantUnaryInterceptor), grpc.ChainStreamInterceptor(tenantStreamInterceptor))...)
+	}
 	if addr := v.cfg.Listeners.OTLPGRPC; addr != "" {
-		srv := grpc.NewServer(append(ingclient.ServerOptions(), grpc.ChainUnaryInterceptor(tenantUnaryInterceptor), grpc.ChainStreamInterceptor(tenantStreamInterceptor))...)
+		srv := newGRPCServer()
 		v.distributor.RegisterOTLPGRPC(srv)
+		v.traceReceiver.RegisterOTLPGRPC(srv)
 		svcs = append(svcs, newGRPCListener("otlp-grpc", addr, srv, v.logger))
 	}
 	if addr := v.cfg.Listeners.OTLPHTTP; addr != "" {
 		r := mux.NewRouter()
 		r.Path("/v1/metrics").Handler(v.distributor.OTLPMetricsHandler())
+		r.Path("/v1/traces").Handler(v.traceReceiver.OTLPHTTPHandler())
 		svcs = append(svcs, newHTTPListener("otlp-http", addr, r, v.logger))
+	}
+	if addr := v.cfg.Listeners.Zipkin; addr != "" {
+		r := mux.NewRouter()
+		r.Path("/api/v2/spans").Methods(http.MethodPost).Handler(v.traceReceiver.ZipkinHandler())
+		v.zipkinAPI.RegisterHTTP(r, "")
+		svcs = append(svcs, newHTTPListener("zipkin", addr, r, v.logger))
+	}
+	if addr := v.cfg.Listeners.JaegerGRPC; addr != "" {
+		srv := newGRPCServer()
+		v.traceReceiver.RegisterJaegerGRPC(srv)
+		svcs = append(svcs, newGRPCListener("jaeger-grpc", addr, srv, v.logger))
 	}
 	if len(svcs) == 0 {
 		return nil, nil

@@ -29,6 +29,8 @@ import (
 	"github.com/vigil-obs/vigil/pkg/querier"
 	"github.com/vigil-obs/vigil/pkg/storage/bucket"
 	"github.com/vigil-obs/vigil/pkg/storegateway"
+	zipkinapi "github.com/vigil-obs/vigil/pkg/tracestore/api/zipkin"
+	"github.com/vigil-obs/vigil/pkg/tracestore/receiver"
 	"github.com/vigil-obs/vigil/pkg/util/logutil"
 	"github.com/vigil-obs/vigil/pkg/util/validation"
 )
@@ -53,6 +55,7 @@ type Config struct {
 	IngesterClient ingclient.Config    `yaml:"ingester_client"`
 	Querier        querier.Config      `yaml:"querier"`
 	StoreGateway   storegateway.Config `yaml:"store_gateway"`
+	Traces         TracesConfig        `yaml:"traces"`
 }
 
 // RegisterFlags registers every flag with Vigil's defaults.
@@ -80,6 +83,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.IngesterClient.RegisterFlags(f)
 	c.Querier.RegisterFlags(f)
 	c.StoreGateway.RegisterFlags(f)
+	c.Traces.RegisterFlags(f)
 }
 
 // Validate checks the configuration; each error names the offending key.
@@ -109,13 +113,15 @@ type vigil struct {
 	mm       *modules.Manager
 	services map[string]services.Service
 
-	server       *server.Server
-	memberlist   *memberlist.KVInitService
-	ringKV       kv.Client
-	ingesterRing *ring.Ring
-	overrides    *validation.OverridesManager
-	bucket       objstore.InstrumentedBucket
-	distributor  *distributor.Distributor
+	server        *server.Server
+	memberlist    *memberlist.KVInitService
+	ringKV        kv.Client
+	ingesterRing  *ring.Ring
+	overrides     *validation.OverridesManager
+	bucket        objstore.InstrumentedBucket
+	distributor   *distributor.Distributor
+	traceReceiver *receiver.Receiver
+	zipkinAPI     *zipkinapi.API
 }
 
 func newVigil(cfg *Config, logOut io.Writer) (*vigil, error) {

@@ -4,6 +4,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
 // spanMatcher evaluates the span-level conditions of a SearchRequest.
@@ -63,12 +65,27 @@ func (m *spanMatcher) match(r *spanRow) bool {
 		return true
 	}
 	found := make(map[string]bool, len(m.req.Attributes))
+	matchStatusAttrs(r.StatusCode, m.req.Attributes, found)
 	matchAttrBlob(r.Attrs, m.req.Attributes, found)
 	if len(found) < len(m.req.Attributes) {
 		// Resource attributes count too; their blob starts with the map.
 		matchAttrBlob(r.Resource, m.req.Attributes, found)
 	}
 	return len(found) == len(m.req.Attributes)
+}
+
+// matchStatusAttrs matches the tags Jaeger and Zipkin users search by that translation
+// derives from the span status rather than storing as attributes: `error=true` (Jaeger's and
+// Zipkin's convention) and `otel.status_code=ERROR|OK|UNSET`.
+func matchStatusAttrs(code int32, want map[string]string, found map[string]bool) {
+	if v, ok := want["error"]; ok && code == int32(ptrace.StatusCodeError) && (v == "" || v == "true") {
+		found["error"] = true
+	}
+	if v, ok := want["otel.status_code"]; ok {
+		if v == "" || strings.EqualFold(v, ptrace.StatusCode(code).String()) {
+			found["otel.status_code"] = true
+		}
+	}
 }
 
 // matchTrace checks the trace-level conditions against a summary.
@@ -195,6 +212,22 @@ func (ss summarySet) add(s TraceSummary) {
 		return
 	}
 	ss[s.TraceID] = s
+}
+
+// trim drops all but the newest limit summaries.
+func (ss summarySet) trim(limit int) {
+	if len(ss) <= limit {
+		return
+	}
+	keep := map[TraceID]bool{}
+	for _, s := range ss.sorted(limit) {
+		keep[s.TraceID] = true
+	}
+	for id := range ss {
+		if !keep[id] {
+			delete(ss, id)
+		}
+	}
 }
 
 func (ss summarySet) sorted(limit int) []TraceSummary {
