@@ -81,6 +81,7 @@ type Agent struct {
 	rw     *export.RemoteWriter
 	spans  *export.SpanExporter
 	srv    *http.Server
+	addr   net.Addr
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -225,6 +226,7 @@ func (a *Agent) Start(ctx context.Context) error {
 			a.Stop()
 			return fmt.Errorf("listening on %s: %w", a.cfg.ListenAddress, err)
 		}
+		a.addr = l.Addr()
 		a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		a.wg.Add(1)
 		go func() {
@@ -237,6 +239,9 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	return nil
 }
+
+// MetricsAddr is the address /metrics is served on (nil when disabled).
+func (a *Agent) MetricsAddr() net.Addr { return a.addr }
 
 // Stop stops everything started by Start, flushing exporters once.
 func (a *Agent) Stop() {

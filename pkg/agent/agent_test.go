@@ -112,6 +112,8 @@ func runHelper(mode string) error {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
+	case "retrans":
+		return retransHelper()
 	default:
 		return fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -292,5 +294,84 @@ func TestRefusedConnectionCountedAsFailed(t *testing.T) {
 		"result": "failed", lPeer: h.value("addr")}, 1)
 	if got := sampleCount(t, a.Exported(), "tcp_connections_total", map[string]string{lService: "demo-refused", "result": "ok"}); got != 0 {
 		t.Fatalf("ok connections = %v", got)
+	}
+}
+
+// retransBytes is what the retransmit helper's client sends after the link
+// goes down.
+const retransBytes = 256 << 10
+
+// retransHelper runs inside a private network namespace: it connects a
+// client to a server over loopback, prints "done", and on "send" writes
+// retransBytes while the test holds the namespace's lo down (so the kernel
+// retransmits). When stdin closes it finishes and checks every byte arrived.
+func retransHelper() error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	got := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		return err
+	}
+	fmt.Println("addr", l.Addr().String())
+	fmt.Println("done")
+	in := bufio.NewScanner(os.Stdin)
+	if !in.Scan() || in.Text() != "send" {
+		return fmt.Errorf("expected send command")
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write(make([]byte, retransBytes))
+		wrote <- err
+	}()
+	for in.Scan() {
+	}
+	if err := <-wrote; err != nil {
+		return err
+	}
+	c.Close()
+	if n := <-got; n != retransBytes {
+		return fmt.Errorf("server received %d bytes, want %d", n, retransBytes)
+	}
+	return nil
+}
+
+func TestSelfTelemetryEndpoint(t *testing.T) {
+	a := startAgent(t, Config{ListenAddress: "127.0.0.1:0"})
+	// Some traffic so that events are processed.
+	startHelper(t, "http", "HELPER_N=2", "OTEL_SERVICE_NAME=demo-self")
+	waitCount(t, a.Exported(), "http_server_request_duration_seconds", map[string]string{lService: "demo-self", "http_route": "/users/{id}"}, 2)
+	resp, err := http.Get("http://" + a.MetricsAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	text := string(body)
+	for _, want := range []string{
+		`vigil_agent_hook_attached{hook="syscalls/sys_enter_read"} 1`,
+		`vigil_agent_hook_attached{hook="sock/inet_sock_set_state"} 1`,
+		`vigil_agent_kernel_events_dropped_total{reason="l7_ringbuf_full"}`,
+		`vigil_agent_bpf_map_entries{map="known_socks"}`,
+		`vigil_agent_events_processed_total{kind="l7"}`,
+		`vigil_agent_events_processed_total{kind="tcp"}`,
+		`process_cpu_seconds_total`,
+		`process_resident_memory_bytes`,
+		`vigil_agent_tracked_connections`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

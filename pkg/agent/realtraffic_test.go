@@ -458,3 +458,84 @@ func seriesKey(lbls []prompb.Label) string {
 	}
 	return b.String()
 }
+
+// TestRetransmitsAndBytes holds loopback down in a private network namespace
+// while a client sends, so the kernel must retransmit; then it checks the
+// retransmits and the exact byte counts of the connection.
+func TestRetransmitsAndBytes(t *testing.T) {
+	requireRoot(t)
+	ipBin := requireBinary(t, "ip")
+	a := startAgent(t, Config{})
+	ns := fmt.Sprintf("vigil-agent-test-%d", rand.IntN(1_000_000))
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(ipBin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ip("netns", "add", ns)
+	t.Cleanup(func() { exec.Command(ipBin, "netns", "del", ns).Run() })
+	ip("-n", ns, "link", "set", "lo", "up")
+
+	cmd := exec.Command(ipBin, "netns", "exec", ns, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "VIGIL_AGENT_HELPER=retrans", "OTEL_SERVICE_NAME=demo-retrans")
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+	})
+	var addr string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && sc.Text() != "done" {
+		if v, ok := strings.CutPrefix(sc.Text(), "addr "); ok {
+			addr = v
+		}
+	}
+	go func() { io.Copy(io.Discard, stdout); exited <- cmd.Wait() }()
+
+	ip("-n", ns, "link", "set", "lo", "down")
+	io.WriteString(stdin, "send\n")
+	waitAtLeast(t, a, "tcp_retransmits_total", map[string]string{lService: "demo-retrans", lPeer: addr}, 1)
+	ip("-n", ns, "link", "set", "lo", "up")
+	stdin.Close()
+	if err := <-exited; err != nil {
+		t.Fatalf("retransmit helper failed: %v", err)
+	}
+	// bytes_acked also counts the SYN and FIN sequence numbers.
+	waitAtLeast(t, a, "tcp_bytes_sent_total", map[string]string{lService: "demo-retrans", lPeer: addr}, retransBytes)
+	if got := sampleCount(t, a.Exported(), "tcp_bytes_sent_total", map[string]string{lService: "demo-retrans", lPeer: addr}); got > retransBytes+2 {
+		t.Fatalf("bytes sent = %v, want %d (+SYN/FIN)", got, retransBytes)
+	}
+	waitAtLeast(t, a, "tcp_bytes_received_total", map[string]string{lService: "demo-retrans", lPeer: "127.0.0.1"}, retransBytes)
+	// Both ends closed: the gauge goes back to zero (it was 2 while open).
+	deadline := time.Now().Add(20 * time.Second)
+	for sampleCount(t, a.Exported(), "tcp_active_connections", map[string]string{lService: "demo-retrans"}) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("active connections did not return to 0:\n%s", dump(t, a.Exported(), "tcp_active_connections"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := sampleCount(t, a.Exported(), "tcp_connections_total", map[string]string{lService: "demo-retrans", "result": "ok"}); got != 2 {
+		t.Fatalf("connections = %v, want 2 (one outbound, one inbound)", got)
+	}
+}
+
+func waitAtLeast(t *testing.T, a *Agent, name string, labels map[string]string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if got := sampleCount(t, a.Exported(), name, labels); got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%v did not reach %v\n%s", name, labels, want, dump(t, a.Exported(), name))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
