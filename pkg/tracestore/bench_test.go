@@ -127,21 +127,36 @@ func BenchmarkSearchBucket(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	q := testQuerier(b, bkt, nil)
-	req := SearchRequest{Service: "cart", Attributes: map[string]string{"http.status_code": "500"},
-		Start: hourAgo, End: time.Now(), Limit: 20}
-	lat := make([]time.Duration, 0, b.N)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
-		res, err := q.Search(ctx, req)
-		lat = append(lat, time.Since(t0))
-		if err != nil || len(res) != 20 {
-			b.Fatalf("search: %d results, %v", len(res), err)
-		}
+	end := time.Now()
+	cases := []struct {
+		name string
+		req  SearchRequest
+	}{
+		{"service+attribute", SearchRequest{Service: "cart", Attributes: map[string]string{"http.status_code": "500"}}},
+		{"service+operation", SearchRequest{Service: "cart", Operation: "POST /api/v1/op1"}},
+		{"attribute-only", SearchRequest{Attributes: map[string]string{"region": "us-east-1"}}},
+		{"min-duration-only", SearchRequest{MinDuration: 5 * time.Millisecond}},
 	}
-	reportPercentiles(b, lat)
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			// A fresh querier per case: the first iteration is a cold read.
+			q := testQuerier(b, bkt, nil)
+			req := c.req
+			req.Start, req.End, req.Limit = hourAgo, end, 20
+			lat := make([]time.Duration, 0, b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				res, err := q.Search(ctx, req)
+				lat = append(lat, time.Since(t0))
+				if err != nil || len(res) != 20 {
+					b.Fatalf("search: %d results, %v", len(res), err)
+				}
+			}
+			reportPercentiles(b, lat)
+		})
+	}
 }
 
 func reportPercentiles(b *testing.B, lat []time.Duration) {

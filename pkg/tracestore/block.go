@@ -186,6 +186,7 @@ func buildBlock(id ulid.ULID, tenant string, rows []spanRow, rowGroupSpans int, 
 	deps := map[depKey]*DependencyLink{}
 	bloom := newBloom(countTraces(rows), bloomFalsePositive)
 	var sums []summaryRow
+	post := postings{}
 	meta := BlockMeta{Version: blockFormatVersion, ULID: id, Tenant: tenant, Spans: len(rows), Level: level, Sources: sources}
 
 	groupStart := 0
@@ -204,8 +205,10 @@ func buildBlock(id ulid.ULID, tenant string, rows []spanRow, rowGroupSpans int, 
 		})
 		bloom.add(tr[0].TraceID)
 		addDependencies(tr, deps)
+		ord := uint32(len(sums) - 1)
 		for i := range tr {
 			r := &tr[i]
+			post.add(opKey{r.Service, r.Name, r.Kind}, ord)
 			if meta.MinTime == 0 || r.StartUnixNano < meta.MinTime {
 				meta.MinTime = r.StartUnixNano
 			}
@@ -281,8 +284,9 @@ func buildBlock(id ulid.ULID, tenant string, rows []spanRow, rowGroupSpans int, 
 		blockIndexFile:     ixJSON,
 		blockSummariesFile: sumBuf.Bytes(),
 		blockDepsFile:      depsJSON,
+		blockPostingsFile:  post.marshal(),
 	}}
-	for _, name := range []string{blockDataFile, blockBloomFile, blockIndexFile, blockSummariesFile, blockDepsFile} {
+	for _, name := range []string{blockDataFile, blockBloomFile, blockIndexFile, blockSummariesFile, blockDepsFile, blockPostingsFile} {
 		meta.Files = append(meta.Files, BlockFile{Name: name, Size: int64(len(b.files[name]))})
 	}
 	b.meta = meta

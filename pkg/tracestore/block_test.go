@@ -426,3 +426,28 @@ func TestQuerierRefreshesKnownTenantsBlockLists(t *testing.T) {
 		t.Fatalf("services after refresh = %v", svcs)
 	}
 }
+
+func TestPostingsRoundTripAndCorruption(t *testing.T) {
+	p := postings{}
+	p.add(opKey{"a", "op", 2}, 0)
+	p.add(opKey{"a", "op", 2}, 0)
+	p.add(opKey{"a", "op", 2}, 5)
+	p.add(opKey{"b", "x", 3}, 1)
+	b := p.marshal()
+	back, err := unmarshalPostings(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := back[opKey{"a", "op", 2}]; len(got) != 2 || got[1] != 5 {
+		t.Fatalf("postings = %v", back)
+	}
+	m := newSpanMatcher(SearchRequest{SpanKind: "client"})
+	if got := back.matching(&m); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("matching(kind=client) = %v", got)
+	}
+	for cut := 0; cut < len(b); cut++ {
+		if _, err := unmarshalPostings(b[:cut]); err == nil {
+			t.Fatalf("truncation at %d accepted", cut)
+		}
+	}
+}

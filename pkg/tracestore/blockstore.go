@@ -222,6 +222,14 @@ func (s *blockStore) summaries(ctx context.Context, tenant string, m *BlockMeta)
 	return v.([]TraceSummary), nil
 }
 
+func (s *blockStore) postings(ctx context.Context, tenant string, m *BlockMeta) (postings, error) {
+	v, err := s.cached(ctx, tenant, m, blockPostingsFile, func(b []byte) (any, error) { return unmarshalPostings(b) })
+	if err != nil {
+		return nil, err
+	}
+	return v.(postings), nil
+}
+
 func (s *blockStore) dependencies(ctx context.Context, tenant string, m *BlockMeta) ([]DependencyLink, error) {
 	v, err := s.cached(ctx, tenant, m, blockDepsFile, func(b []byte) (any, error) {
 		var links []DependencyLink
@@ -345,43 +353,54 @@ func (s *blockStore) Search(ctx context.Context, tenant string, req SearchReques
 		if err != nil {
 			return nil, err
 		}
-		candidates := map[TraceID]*TraceSummary{}
+		// sel marks, by trace ordinal (summaries and spans share the trace-ID
+		// order), the traces still in the running.
+		sel := make([]bool, len(sums))
+		n := 0
 		for i := range sums {
 			if matchTrace(req, &sums[i]) {
-				candidates[sums[i].TraceID] = &sums[i]
+				sel[i] = true
+				n++
 			}
 		}
-		if len(candidates) == 0 {
+		if n == 0 {
 			continue
 		}
-		if !m.hasSpanConditions() || m.serviceOnly() {
+		switch {
+		case !m.hasSpanConditions():
+		case m.serviceOnly():
 			// The summary's service list answers a service-only search
 			// without touching the spans.
-			for _, c := range candidates {
-				if !m.serviceOnly() || containsString(c.Services, req.Service) {
-					found.add(*c)
+			for i := range sums {
+				sel[i] = sel[i] && containsString(sums[i].Services, req.Service)
+			}
+		default:
+			// Operation/kind conditions: the postings name the traces with
+			// such a span. Attribute conditions then need the spans.
+			post, err := s.postings(ctx, tenant, meta)
+			if err != nil {
+				return nil, err
+			}
+			keep := make([]bool, len(sums))
+			for _, o := range post.matching(&m) {
+				if int(o) < len(sums) && sel[o] {
+					keep[o] = true
 				}
 			}
-			continue
-		}
-		// Operation, kind and attribute conditions need the spans: scan the
-		// data file, decoding only the columns matching looks at.
-		rows, err := s.searchRows(ctx, tenant, meta)
-		if err != nil {
-			return nil, err
-		}
-		for i := range rows {
-			c, ok := candidates[rows[i].TraceID]
-			if !ok {
-				continue
+			sel = keep
+			if len(req.Attributes) > 0 {
+				if err := s.matchSpans(ctx, tenant, meta, &m, sums, sel); err != nil {
+					return nil, err
+				}
 			}
-			r := spanRow{Name: rows[i].Name, Kind: rows[i].Kind, Service: rows[i].Service, Attrs: rows[i].Attrs, Resource: rows[i].Resource}
-			if !m.match(&r) {
-				continue
-			}
-			found.add(*c)
-			delete(candidates, rows[i].TraceID)
 		}
+		for i := range sums {
+			if sel[i] {
+				found.add(sums[i])
+			}
+		}
+		// Only the newest `limit` can ever be returned; keep the set small.
+		found.trim(limit)
 	}
 	return found.sorted(limit), nil
 }
@@ -430,6 +449,33 @@ type searchRow struct {
 func containsString(list []string, s string) bool {
 	i := sort.SearchStrings(list, s)
 	return i < len(list) && list[i] == s
+}
+
+// matchSpans clears sel for traces without a span matching every
+// span-level condition, scanning the block's span projection. Spans and
+// summaries are both sorted by trace ID, so one merge walk pairs them.
+func (s *blockStore) matchSpans(ctx context.Context, tenant string, meta *BlockMeta, m *spanMatcher, sums []TraceSummary, sel []bool) error {
+	rows, err := s.searchRows(ctx, tenant, meta)
+	if err != nil {
+		return err
+	}
+	hit := make([]bool, len(sums))
+	j := 0
+	for i := range rows {
+		for j < len(sums) && compareBytes(sums[j].TraceID[:], rows[i].TraceID[:]) < 0 {
+			j++
+		}
+		if j == len(sums) {
+			break
+		}
+		if sums[j].TraceID != rows[i].TraceID || !sel[j] || hit[j] {
+			continue
+		}
+		r := spanRow{Name: rows[i].Name, Kind: rows[i].Kind, Service: rows[i].Service, Attrs: rows[i].Attrs, Resource: rows[i].Resource}
+		hit[j] = m.match(&r)
+	}
+	copy(sel, hit)
+	return nil
 }
 
 // searchRows returns the search projection of a block's spans, cached
