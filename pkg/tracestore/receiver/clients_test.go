@@ -58,6 +58,7 @@ func TestOTLPGRPCExporter(t *testing.T) {
 	exp, err := otlptracegrpc.New(context.Background(),
 		otlptracegrpc.WithEndpoint(addr), otlptracegrpc.WithInsecure(),
 		otlptracegrpc.WithHeaders(map[string]string{"X-Scope-OrgID": "team-a"}),
+		otlptracegrpc.WithCompressor("gzip"), // the Collector's default
 		otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}))
 	if err != nil {
 		t.Fatal(err)
