@@ -3,13 +3,17 @@ package tracestore
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/oklog/ulid/v2"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/vigil-obs/vigil/pkg/storage/bucket"
 )
 
 // BenchmarkIngestGRPC measures spans/s acknowledged (fsynced to the WAL)
@@ -73,40 +77,54 @@ func BenchmarkBlockBytesPerSpan(b *testing.B) {
 	fmt.Printf("block bytes per span: data.parquet %.1f, all files %.1f (%d spans)\n", data, all, len(rows))
 }
 
-// BenchmarkTraceByIDFromBucket looks up random traces in flushed blocks
-// through the Querier (bloom, cached index and footer, one row-group range).
+// BenchmarkTraceByIDFromBucket looks up random traces in blocks through the
+// Querier (bloom, cached index and footer, one row-group range read) and
+// reports p50/p99. VIGIL_TRACE_BENCH_BLOCKS and VIGIL_TRACE_BENCH_BLOCK_SPANS
+// scale the stored data (default 4 × 200k spans; the figure uses
+// 10 × 1M).
 func BenchmarkTraceByIDFromBucket(b *testing.B) {
+	blocks := envInt("VIGIL_TRACE_BENCH_BLOCKS", 4)
+	spansPerBlock := envInt("VIGIL_TRACE_BENCH_BLOCK_SPANS", 200_000)
+	const spansPerTrace = 8
+	tracesPerBlock := spansPerBlock / spansPerTrace
 	bkt := newTestBucket(b)
-	ing := startIngester(b, IngesterConfig{DataDir: b.TempDir(), MaxBlockDuration: time.Hour, MaxBlockBytes: 1 << 40,
-		CutCheckInterval: time.Hour, RowGroupSpans: 4096}, bkt, nil)
-	ctx := tenantCtx("bench")
-	const blocks, tracesPerBlock = 4, 25000
+	tbkt := bucket.ForTenant(bkt, "bench")
 	for blk := 0; blk < blocks; blk++ {
-		for part := 0; part < 5; part++ {
-			td := genTraces(genOpts{traces: tracesPerBlock / 5, spansPerTrace: 8, attrsPerSpan: 10, seed: int64(blk*10 + part)})
-			if _, err := ing.Export(ctx, exportReq(td)); err != nil {
-				b.Fatal(err)
-			}
+		rows := tracesToRows(genTraces(genOpts{traces: tracesPerBlock, spansPerTrace: spansPerTrace, attrsPerSpan: 10,
+			services: []string{"frontend", "cart", "checkout", "payment", "shipping"}, seed: int64(blk)}))
+		sortRows(rows)
+		built, err := buildBlock(ulid.Make(), "bench", rows, 4096, 1, nil)
+		if err != nil {
+			b.Fatal(err)
 		}
-		if err := ing.FlushAll(context.Background()); err != nil {
+		if err := uploadBlock(context.Background(), tbkt, built); err != nil {
 			b.Fatal(err)
 		}
 	}
-	q := testQuerier(b, bkt, nil)
-	lat := make([]time.Duration, 0, b.N)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		blk, part := i%blocks, (i/blocks)%5
-		id := testTraceID(int64(blk*10+part), (i*7919)%(tracesPerBlock/5))
-		t0 := time.Now()
-		_, found, err := q.TraceByID(ctx, id, time.Time{}, time.Time{})
-		lat = append(lat, time.Since(t0))
-		if err != nil || !found {
-			b.Fatalf("trace %s: found=%v err=%v", id, found, err)
+	ctx := tenantCtx("bench")
+	b.Run(fmt.Sprintf("spans=%d", blocks*spansPerBlock), func(b *testing.B) {
+		q := testQuerier(b, bkt, nil)
+		lat := make([]time.Duration, 0, b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			id := testTraceID(int64(i%blocks), (i*7919)%tracesPerBlock)
+			t0 := time.Now()
+			_, found, err := q.TraceByID(ctx, id, time.Time{}, time.Time{})
+			lat = append(lat, time.Since(t0))
+			if err != nil || !found {
+				b.Fatalf("trace %s: found=%v err=%v", id, found, err)
+			}
 		}
+		reportPercentiles(b, lat)
+	})
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
 	}
-	reportPercentiles(b, lat)
+	return def
 }
 
 // BenchmarkSearchBucket searches one hour of blocks by service + attribute.

@@ -418,37 +418,65 @@ func (r *rangeReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return copy(p, b), nil
 }
 
-// readRowGroups decodes the given row groups of a data file. footer holds the
-// bytes from FooterOffset to the end of the file.
-func readRowGroups(ctx context.Context, bkt objstore.BucketReader, name string, size int64, ix *blockIndex, footer []byte, groups []int, fn func([]spanRow) error) error {
+// traceIDRow is the projection used to locate a trace inside a row group.
+type traceIDRow struct {
+	TraceID [16]byte `parquet:"trace_id"`
+}
+
+// readTraceRows returns the spans of trace id from the given row groups of a
+// data file. footer holds the bytes from FooterOffset to the end of the file.
+// Each row group is fetched with one range read; the trace_id column alone is
+// decoded to find the trace's rows, then only those rows are materialised.
+func readTraceRows(ctx context.Context, bkt objstore.BucketReader, name string, size int64, ix *blockIndex, footer []byte, groups []int, id TraceID) ([]spanRow, error) {
 	// The leading magic is a constant; serving it locally saves a request.
 	r := &rangeReaderAt{ctx: ctx, bkt: bkt, name: name, segs: []segment{{off: 0, data: []byte("PAR1")}, {off: ix.FooterOffset, data: footer}}}
 	for _, g := range groups {
 		info := ix.RowGroups[g]
 		b, err := readRange(ctx, bkt, name, info.Offset, info.Length)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		r.segs = append(r.segs, segment{off: info.Offset, data: b})
 	}
 	f, err := parquet.OpenFile(r, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
 	if err != nil {
-		return fmt.Errorf("open %s: %w", name, err)
+		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
 	rgs := f.RowGroups()
+	var out []spanRow
 	for _, g := range groups {
 		if g >= len(rgs) {
-			return fmt.Errorf("%s: row group %d out of range", name, g)
+			return nil, fmt.Errorf("%s: row group %d out of range", name, g)
 		}
-		rows, err := readAllRows(parquet.NewGenericRowGroupReader[spanRow](rgs[g]), int(rgs[g].NumRows()))
+		ids, err := readAllRows(parquet.NewGenericRowGroupReader[traceIDRow](rgs[g]), int(rgs[g].NumRows()))
 		if err != nil {
-			return fmt.Errorf("read row group %d of %s: %w", g, name, err)
+			return nil, fmt.Errorf("read trace IDs of row group %d of %s: %w", g, name, err)
 		}
-		if err := fn(rows); err != nil {
-			return err
+		lo := sort.Search(len(ids), func(i int) bool { return compareBytes(ids[i].TraceID[:], id[:]) >= 0 })
+		hi := lo
+		for hi < len(ids) && ids[hi].TraceID == id {
+			hi++
 		}
+		if lo == hi {
+			continue
+		}
+		rd := parquet.NewGenericRowGroupReader[spanRow](rgs[g])
+		if err := rd.SeekToRow(int64(lo)); err != nil {
+			rd.Close()
+			return nil, fmt.Errorf("seek row group %d of %s: %w", g, name, err)
+		}
+		rows, err := readAllRows(rd, hi-lo)
+		if err != nil {
+			return nil, fmt.Errorf("read row group %d of %s: %w", g, name, err)
+		}
+		for i := range rows {
+			if rows[i].TraceID != id {
+				return nil, fmt.Errorf("%s: row group %d: row %d has trace %x, want %s", name, g, lo+i, rows[i].TraceID, id)
+			}
+		}
+		out = append(out, rows...)
 	}
-	return nil
+	return out, nil
 }
 
 func readAllRows[T any](rd *parquet.GenericReader[T], n int) ([]T, error) {

@@ -296,13 +296,8 @@ func (s *blockStore) traceRows(ctx context.Context, tenant string, id TraceID, s
 			return nil, err
 		}
 		name := path.Join(tracesDir, m.ULID.String(), blockDataFile)
-		err = readRowGroups(ctx, bucket.ForTenant(s.bkt, tenant), name, m.fileSize(blockDataFile), ix, footer, groups, func(rows []spanRow) error {
-			lo := sort.Search(len(rows), func(i int) bool { return compareBytes(rows[i].TraceID[:], id[:]) >= 0 })
-			for i := lo; i < len(rows) && rows[i].TraceID == id; i++ {
-				out = append(out, rows[i])
-			}
-			return nil
-		})
+		rows, err := readTraceRows(ctx, bucket.ForTenant(s.bkt, tenant), name, m.fileSize(blockDataFile), ix, footer, groups, id)
+		out = append(out, rows...)
 		if err != nil {
 			return nil, fmt.Errorf("block %s: %w", m.ULID, err)
 		}
