@@ -16,6 +16,7 @@ func TestOperationalEndpoints(t *testing.T) {
 		"/metrics":      "go_goroutines",
 		"/config":       "data_dir:",
 		"/debug/pprof/": "goroutine",
+		"/ring":         "ACTIVE", // the ingester registered itself in the ring
 	} {
 		resp, err := http.Get(in.URL(path))
 		if err != nil {
