@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/grafana/dskit/user"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
@@ -35,6 +36,8 @@ import (
 // ReasonOTLPTranslation counts OTLP metrics the Prometheus translator could
 // not convert (e.g. delta temporality, empty data points); one per metric.
 const ReasonOTLPTranslation = "otlp_translation_failed"
+
+const targetInfoMetric = "target_info"
 
 const (
 	otlpProtoContentType = "application/x-protobuf"
@@ -146,9 +149,18 @@ func labelsEqual(pl []prompb.Label, ls labels.Labels) bool {
 	return equal
 }
 
+// maxTargetInfoSamples bounds the target_info samples the translator
+// synthesizes per resource. It emits one every lookback-delta/2 between the
+// resource's earliest and latest data point, so one request with data points
+// decades apart would otherwise expand into millions of samples.
+const maxTargetInfoSamples = 1000
+
 // Append implements storage.AppenderV2.
 func (a *writeRequestAppender) Append(_ storage.SeriesRef, ls labels.Labels, _, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AOptions) (storage.SeriesRef, error) {
 	ts := a.series(ls)
+	if len(ts.Samples) >= maxTargetInfoSamples && ls.Get(model.MetricNameLabel) == targetInfoMetric {
+		return 0, fmt.Errorf("target_info for resource %s would need more than %d samples: the resource's data points span too long a time range", ls.String(), maxTargetInfoSamples)
+	}
 	switch {
 	case fh != nil:
 		ts.Histograms = append(ts.Histograms, prompb.FromFloatHistogram(t, fh))

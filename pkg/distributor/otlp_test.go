@@ -507,3 +507,36 @@ func keys(m map[string]prompb.TimeSeries) []string {
 	slices.Sort(out)
 	return out
 }
+
+// A resource whose data points lie decades apart must not make the
+// translator synthesize millions of target_info samples.
+func TestOTLPTargetInfoSpanIsBounded(t *testing.T) {
+	env := newTestEnv(t, envOptions{limits: func(l *validation.Limits) { l.CreationGracePeriod = 0 }})
+	md := pmetric.NewMetrics()
+	rm := md.ResourceMetrics().AppendEmpty()
+	rm.Resource().Attributes().PutStr("service.name", "old")
+	rm.Resource().Attributes().PutStr("host.name", "h")
+	g := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+	g.SetName("g")
+	dps := g.SetEmptyGauge().DataPoints()
+	dps.AppendEmpty().SetTimestamp(pcommon.Timestamp(1))
+	now := dps.AppendEmpty()
+	now.SetTimestamp(pcommon.NewTimestampFromTime(time.Now()))
+
+	code, body, _ := env.post(t, "/otlp/v1/metrics", map[string]string{"Content-Type": "application/x-protobuf"}, bytes.NewReader(otlpProto(t, md)))
+	if code != http.StatusBadRequest {
+		t.Fatalf("status %d, want 400: %s", code, body)
+	}
+	var st spb.Status
+	if err := proto.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, st.Message, "target_info", "too long a time range")
+	ts := env.allSeries()[`{__name__="target_info", host_name="h", job="old"}`]
+	if n := len(ts.Samples); n > maxTargetInfoSamples {
+		t.Errorf("%d target_info samples written", n)
+	}
+	if _, ok := env.allSeries()[`{__name__="g", job="old"}`]; !ok {
+		t.Errorf("gauge samples were dropped: %v", keys(env.allSeries()))
+	}
+}
