@@ -297,10 +297,10 @@ func (s *blockStore) traceRows(ctx context.Context, tenant string, id TraceID, s
 		}
 		name := path.Join(tracesDir, m.ULID.String(), blockDataFile)
 		rows, err := readTraceRows(ctx, bucket.ForTenant(s.bkt, tenant), name, m.fileSize(blockDataFile), ix, footer, groups, id)
-		out = append(out, rows...)
 		if err != nil {
 			return nil, fmt.Errorf("block %s: %w", m.ULID, err)
 		}
+		out = append(out, rows...)
 	}
 	return out, nil
 }
