@@ -6,6 +6,20 @@
 //
 // This file holds the read/query model other packages (the Jaeger, Zipkin and
 // Tempo query APIs) code against. It is deliberately small and stable.
+//
+// Wiring (cmd/vigil):
+//
+//	ingester:  ing, _ := NewTraceIngester(ingCfg, bkt, overrides, logger, reg)
+//	           ing.RegisterGRPC(grpcServer)   // OTLP TraceService (push) + head query service
+//	           ing.RegisterHTTP(router)       // POST /ingester/flush-traces
+//	           run ing as a dskit service
+//	querier:   heads := NewAddrHeadSource(RingAddrs(ingesterRing))  // or StaticHeads(ing) in-process
+//	           q, _ := NewQuerier(qCfg, bkt, heads, logger, reg)     // q is the Reader for the query APIs
+//	           run q as a dskit service
+//	compactor: c, _ := NewTraceCompactor(cCfg, bkt, logger, reg); run c as a dskit service
+//
+// bkt is the root bucket (bucket.NewClient); tenants are prefixed inside.
+// The gRPC server must run dskit's middleware.ServerUserHeaderInterceptor.
 package tracestore
 
 import (
