@@ -222,6 +222,11 @@ func TestJaegerCollectorClient(t *testing.T) {
 			t.Errorf("child parent %s", s.ParentSpanID())
 		}
 	})
+	// Agents poll the sampling strategy on the same port.
+	strat, err := api_v2.NewSamplingManagerClient(conn).GetSamplingStrategy(ctx, &api_v2.SamplingStrategyParameters{ServiceName: "jaeger-svc"})
+	if err != nil || strat.GetProbabilisticSampling().GetSamplingRate() != defaultSamplingRate {
+		t.Errorf("sampling strategy: %v %v", strat, err)
+	}
 	// Without a tenant the call is refused.
 	_, err = client.PostSpans(context.Background(), &api_v2.PostSpansRequest{Batch: batch})
 	if err == nil || !strings.Contains(err.Error(), "X-Scope-OrgID") {

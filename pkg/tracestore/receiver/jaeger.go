@@ -16,11 +16,31 @@ type jaegerCollector struct {
 	r *Receiver
 }
 
-// RegisterJaegerGRPC registers jaeger.api_v2.CollectorService on the Jaeger
-// gRPC listener (14250). That server must be built with
-// JaegerServerOptions(): the Jaeger messages are gogo-generated.
+// RegisterJaegerGRPC registers jaeger.api_v2.CollectorService and
+// SamplingManager on the Jaeger gRPC listener (14250). That server must be
+// built with JaegerServerOptions(): the Jaeger messages are gogo-generated.
 func (r *Receiver) RegisterJaegerGRPC(s *grpc.Server) {
 	api_v2.RegisterCollectorServiceServer(s, &jaegerCollector{r: r})
+	api_v2.RegisterSamplingManagerServer(s, samplingManager{})
+}
+
+// defaultSamplingRate is what a Jaeger collector without a strategies file
+// hands out.
+const defaultSamplingRate = 0.001
+
+// samplingManager answers the sampling-strategy polls of Jaeger agents and
+// SDKs pointed at the collector port, so they sample as they would against
+// a stock Jaeger collector instead of logging errors on every poll.
+type samplingManager struct{}
+
+func (samplingManager) GetSamplingStrategy(_ context.Context, req *api_v2.SamplingStrategyParameters) (*api_v2.SamplingStrategyResponse, error) {
+	if req.ServiceName == "" {
+		return nil, status.Error(codes.InvalidArgument, "serviceName is required")
+	}
+	return &api_v2.SamplingStrategyResponse{
+		StrategyType:          api_v2.SamplingStrategyType_PROBABILISTIC,
+		ProbabilisticSampling: &api_v2.ProbabilisticSamplingStrategy{SamplingRate: defaultSamplingRate},
+	}, nil
 }
 
 // JaegerServerOptions returns the options the Jaeger gRPC server needs.
