@@ -119,6 +119,9 @@ type envOptions struct {
 	rf          int
 	multiTenant bool
 	limits      func(*validation.Limits)
+	// addrs and factory replace the fake ingesters with real endpoints.
+	addrs   []string
+	factory ringclient.PoolFactory
 }
 
 type testEnv struct {
@@ -169,8 +172,14 @@ func newTestEnv(t testing.TB, o envOptions) *testEnv {
 	tokens := ring.NewRandomTokenGeneratorWithSeed(42)
 	var taken []uint32
 	byAddr := map[string]*fakeIngester{}
+	if len(o.addrs) > 0 {
+		o.ingesters = len(o.addrs)
+	}
 	for i := 0; i < o.ingesters; i++ {
 		addr := fmt.Sprintf("ingester-%d:9095", i)
+		if len(o.addrs) > 0 {
+			addr = o.addrs[i]
+		}
 		tk := tokens.GenerateTokens(128, taken)
 		taken = append(taken, tk...)
 		desc.AddIngester(fmt.Sprintf("ingester-%d", i), addr, "", tk, ring.ACTIVE, time.Now(), false, time.Time{}, nil)
@@ -184,13 +193,16 @@ func newTestEnv(t testing.TB, o envOptions) *testEnv {
 		t.Fatal(err)
 	}
 
-	factory := ringclient.PoolAddrFunc(func(addr string) (ringclient.PoolClient, error) {
+	var factory ringclient.PoolFactory = ringclient.PoolAddrFunc(func(addr string) (ringclient.PoolClient, error) {
 		fi, ok := byAddr[addr]
 		if !ok {
 			return nil, fmt.Errorf("no fake ingester at %s", addr)
 		}
 		return fi, nil
 	})
+	if o.factory != nil {
+		factory = o.factory
+	}
 
 	limits := defaultTestLimits(t)
 	if o.limits != nil {
