@@ -69,7 +69,7 @@ const (
 // single Prometheus with a few hundred thousand series is not throttled, small
 // enough that one runaway client cannot exhaust a single binary's memory.
 func (l *Limits) RegisterFlags(f *flag.FlagSet) {
-	f.Float64Var(&l.IngestionRate, FlagIngestionRate, 100000, "Per-tenant ingestion rate limit in samples (and exemplars, histograms) per second. 0 disables the limit.")
+	f.Float64Var(&l.IngestionRate, FlagIngestionRate, 100000, "Per-tenant ingestion rate limit in samples (and exemplars, histograms) per second, enforced by each distributor on what it receives. 0 disables the limit.")
 	f.IntVar(&l.IngestionBurstSize, FlagIngestionBurstSize, 1000000, "Per-tenant allowed ingestion burst size in samples. Must be at least as large as the biggest single request.")
 	f.IntVar(&l.MaxRecvMsgSize, FlagMaxRecvMsgSize, 100<<20, "Maximum size in bytes of a write request body (compressed, as received). Larger requests are refused with 413.")
 
@@ -83,7 +83,7 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxGlobalSeriesPerMetric, FlagMaxGlobalSeriesPerMetric, 0, "Maximum number of in-memory series per metric name per tenant, across all ingesters. 0 disables the limit.")
 	f.DurationVar(&l.OutOfOrderTimeWindow, FlagOutOfOrderTimeWindow, 0, "How far back an out-of-order sample may be accepted into the head. 0 refuses out-of-order samples.")
 
-	f.Float64Var(&l.IngestionRateSpans, FlagIngestionRateSpans, 20000, "Per-tenant ingestion rate limit in spans per second. 0 disables the limit.")
+	f.Float64Var(&l.IngestionRateSpans, FlagIngestionRateSpans, 20000, "Per-tenant ingestion rate limit in spans per second, enforced by each distributor on what it receives. 0 disables the limit.")
 	f.IntVar(&l.IngestionBurstSizeSpans, FlagIngestionBurstSizeSpans, 200000, "Per-tenant allowed burst in spans.")
 	f.IntVar(&l.MaxSpanBytes, FlagMaxSpanBytes, 1<<20, "Maximum size in bytes of a single span (protobuf encoding). 0 disables the check.")
 	f.IntVar(&l.MaxAttributesPerSpan, FlagMaxAttributesPerSpan, 256, "Maximum number of attributes per span. 0 disables the check.")
