@@ -145,8 +145,10 @@ func (d *Distributor) Ring() *ring.Ring { return d.ring }
 
 // PushMetrics writes req for the tenant in ctx (dskit user.InjectOrgID) with
 // the same validation and limits as the HTTP write endpoints. req is modified
-// in place (labels sorted, invalid data removed). A *PushError tells the
-// caller what to answer; the PushResult says what was written either way.
+// in place (labels sorted, invalid data removed) and must not be modified or
+// reused after the call: with replication, pushes to replicas beyond the
+// write quorum may still be reading it. A *PushError tells the caller what to
+// answer; the PushResult says what was written either way.
 func (d *Distributor) PushMetrics(ctx context.Context, req *prompb.WriteRequest) (PushResult, error) {
 	tenant, err := user.ExtractOrgID(ctx)
 	if err != nil {
