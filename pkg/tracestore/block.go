@@ -113,6 +113,9 @@ func (ix *blockIndex) mayMatch(m *spanMatcher) bool {
 		}
 	}
 	for k, v := range req.Attributes {
+		if isFieldAttr(k) {
+			continue // decided per span from the status and kind columns
+		}
 		vals, ok := ix.Attributes[k]
 		if !ok {
 			return false

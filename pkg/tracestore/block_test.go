@@ -15,6 +15,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
 func testQuerier(t testing.TB, bkt objstore.Bucket, heads HeadSource) *Querier {
@@ -181,6 +182,31 @@ func TestFlushDeleteHeadQueryFromBucket(t *testing.T) {
 	res, err = q.Search(ctx, SearchRequest{Service: "cart", Attributes: map[string]string{"http.method": "GET", "k8s.namespace.name": "prod"}, Limit: 1000})
 	if err != nil || len(res) != 300 {
 		t.Fatalf("span+resource attribute search: %d %v", len(res), err)
+	}
+	// error=true (Jaeger) matches status Error, which is not an attribute,
+	// also in blocks whose index has no "error" key.
+	wantErr := map[TraceID]bool{}
+	rss := td.ResourceSpans()
+	for a := 0; a < rss.Len(); a++ {
+		sp := rss.At(a).ScopeSpans().At(0).Spans()
+		for b := 0; b < sp.Len(); b++ {
+			if sp.At(b).Status().Code() == ptrace.StatusCodeError {
+				wantErr[TraceID(sp.At(b).TraceID())] = true
+			}
+		}
+	}
+	res, err = q.Search(ctx, SearchRequest{Attributes: map[string]string{"error": "true"}, Limit: 1000})
+	if err != nil || len(res) != len(wantErr) || len(wantErr) == 0 {
+		t.Fatalf("error=true search: %d results, want %d (%v)", len(res), len(wantErr), err)
+	}
+	for _, r := range res {
+		if !wantErr[r.TraceID] || r.ErrorCount == 0 {
+			t.Fatalf("trace %s matched error=true without an error span", r.TraceID)
+		}
+	}
+	res, err = q.Search(ctx, SearchRequest{Service: "cart", Attributes: map[string]string{"span.kind": "client", "error": "upstream timeout"}, Limit: 1000})
+	if err != nil || len(res) == 0 {
+		t.Fatalf("Zipkin-style error message + span.kind search: %d %v", len(res), err)
 	}
 	res, err = q.Search(ctx, SearchRequest{Attributes: map[string]string{"http.method": "PATCH"}, Limit: 1000})
 	if err != nil || len(res) != 0 {

@@ -433,12 +433,14 @@ func isNotFound(bkt objstore.BucketReader, err error) bool {
 // searchRow is the projection of data.parquet that span matching needs;
 // parquet-go skips the other columns (IDs, timestamps, events, links).
 type searchRow struct {
-	TraceID  [16]byte `parquet:"trace_id"`
-	Name     string   `parquet:"name"`
-	Kind     int32    `parquet:"kind"`
-	Service  string   `parquet:"service"`
-	Attrs    []byte   `parquet:"attrs"`
-	Resource []byte   `parquet:"resource"`
+	TraceID       [16]byte `parquet:"trace_id"`
+	Name          string   `parquet:"name"`
+	Kind          int32    `parquet:"kind"`
+	StatusCode    int32    `parquet:"status_code"`
+	StatusMessage string   `parquet:"status_message"`
+	Service       string   `parquet:"service"`
+	Attrs         []byte   `parquet:"attrs"`
+	Resource      []byte   `parquet:"resource"`
 }
 
 func containsString(list []string, s string) bool {
@@ -466,7 +468,8 @@ func (s *blockStore) matchSpans(ctx context.Context, tenant string, meta *BlockM
 		if sums[j].TraceID != rows[i].TraceID || !sel[j] || hit[j] {
 			continue
 		}
-		r := spanRow{Name: rows[i].Name, Kind: rows[i].Kind, Service: rows[i].Service, Attrs: rows[i].Attrs, Resource: rows[i].Resource}
+		r := spanRow{Name: rows[i].Name, Kind: rows[i].Kind, StatusCode: rows[i].StatusCode, StatusMessage: rows[i].StatusMessage,
+			Service: rows[i].Service, Attrs: rows[i].Attrs, Resource: rows[i].Resource}
 		hit[j] = m.match(&r)
 	}
 	copy(sel, hit)
@@ -491,7 +494,7 @@ func (s *blockStore) searchRows(ctx context.Context, tenant string, m *BlockMeta
 	size := int64(0)
 	for i := range rows {
 		// Struct, string and slice headers plus the payloads.
-		size += 100 + int64(len(rows[i].Name)+len(rows[i].Service)+len(rows[i].Attrs)+len(rows[i].Resource))
+		size += 120 + int64(len(rows[i].Name)+len(rows[i].StatusMessage)+len(rows[i].Service)+len(rows[i].Attrs)+len(rows[i].Resource))
 	}
 	s.cache.add(key, rows, size)
 	return rows, nil

@@ -71,6 +71,9 @@ func (m *spanMatcher) match(r *spanRow) bool {
 		// Resource attributes count too; their blob starts with the map.
 		matchAttrBlob(r.Resource, m.req.Attributes, found)
 	}
+	if len(found) < len(m.req.Attributes) {
+		matchFieldAttrs(r, m.req.Attributes, found)
+	}
 	return len(found) == len(m.req.Attributes)
 }
 
@@ -86,6 +89,31 @@ func matchStatusAttrs(code int32, want map[string]string, found map[string]bool)
 			found["otel.status_code"] = true
 		}
 	}
+}
+
+// matchFieldAttrs matches the other tags the upstream translators derive
+// from span fields: Zipkin's error tag carrying the status message,
+// otel.status_description and span.kind.
+func matchFieldAttrs(r *spanRow, want map[string]string, found map[string]bool) {
+	if v, ok := want["error"]; ok && !found["error"] && r.StatusCode == int32(ptrace.StatusCodeError) && v == r.StatusMessage {
+		found["error"] = true
+	}
+	if v, ok := want["otel.status_description"]; ok && r.StatusMessage != "" && (v == "" || v == r.StatusMessage) {
+		found["otel.status_description"] = true
+	}
+	if v, ok := want["span.kind"]; ok && (v == "" || spanKindFromString(v) == r.Kind) {
+		found["span.kind"] = true
+	}
+}
+
+// isFieldAttr reports whether a search key may be answered by a span field
+// instead of an attribute; block indexes cannot rule such keys out.
+func isFieldAttr(k string) bool {
+	switch k {
+	case "error", "otel.status_code", "otel.status_description", "span.kind":
+		return true
+	}
+	return false
 }
 
 // matchTrace checks the trace-level conditions against a summary.
