@@ -75,6 +75,8 @@ type Agent struct {
 	pids      map[uint32]*pidState
 
 	events    *prometheus.CounterVec
+	l7Events  prometheus.Counter
+	tcpEvents prometheus.Counter
 	exchanges *prometheus.CounterVec
 
 	tracer *ebpf.Tracer
@@ -141,6 +143,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("reading wall clock: %w", err)
 	}
 	a.wallOffset = wall.Nano() - mono.Nano()
+	a.l7Events, a.tcpEvents = a.events.WithLabelValues("l7"), a.events.WithLabelValues("tcp")
 	a.m = newAppMetrics(a.exported)
 	a.self.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -375,7 +378,7 @@ func (a *Agent) wall(mono uint64) time.Time { return time.Unix(0, int64(mono)+a.
 
 // HandleTCP implements ebpf.Handler.
 func (a *Agent) HandleTCP(ev *ebpf.TCPEvent) {
-	a.events.WithLabelValues("tcp").Inc()
+	a.tcpEvents.Inc()
 	if ev.PID == 0 {
 		return
 	}
@@ -451,7 +454,7 @@ const sweepEvery = uint64(time.Minute)
 
 // HandleL7 implements ebpf.Handler.
 func (a *Agent) HandleL7(ev *ebpf.L7Event) {
-	a.events.WithLabelValues("l7").Inc()
+	a.l7Events.Inc()
 	// Name the process while it is alive: short-lived clients may exit
 	// before their exchange completes.
 	a.resolver.LookupHint(ev.PID, ev.Comm)

@@ -114,6 +114,8 @@ func runHelper(mode string) error {
 		}
 	case "retrans":
 		return retransHelper()
+	case "load":
+		return loadHelper()
 	default:
 		return fmt.Errorf("unknown helper mode %q", mode)
 	}

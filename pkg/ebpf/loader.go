@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -215,10 +216,19 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	return nil
 }
 
+// pollInterval bounds how long L7 events submitted without a wakeup
+// (BPF_RB_NO_WAKEUP) wait in the ring buffer.
+const pollInterval = 20 * time.Millisecond
+
 func readLoop(r *ringbuf.Reader, fn func([]byte)) error {
 	var rec ringbuf.Record
+	r.SetDeadline(time.Now().Add(pollInterval))
 	for {
 		if err := r.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				r.SetDeadline(time.Now().Add(pollInterval))
+				continue
+			}
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return nil
 			}

@@ -25,6 +25,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFSOCK 0140000
 #define EINPROGRESS 115
 #define SAMPLE_INTERVAL_NS 1000000000ULL
+// L7 events do not wake the reader one by one (a wakeup costs the reader an
+// epoll round trip per event); user space polls every few milliseconds and
+// is woken early only when this much data is pending.
+#define L7_WAKEUP_BYTES (256 << 10)
 
 enum dir { DIR_EGRESS = 0, DIR_INGRESS = 1 };
 
@@ -317,7 +321,8 @@ static __always_inline int io_exit(long ret)
 	e->len = n;
 	if (bpf_probe_read_user(e->data, n, (void *)src))
 		e->len = 0;
-	bpf_ringbuf_submit(e, 0);
+	u64 pending = bpf_ringbuf_query(&l7_events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, pending >= L7_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	return 0;
 }
 
