@@ -393,9 +393,13 @@ func (a *Agent) HandleTCP(ev *ebpf.TCPEvent) {
 			dir, peer = "inbound", ev.Remote.Addr().String()
 		}
 		m.tcpConnections.WithLabelValues(svc, inst, dir, "ok", peer).Inc()
-		m.tcpActive.WithLabelValues(svc, inst, dir, peer).Inc()
 		a.mu.Lock()
-		a.conns[ev.Sock] = &tcpConn{service: svc, instance: inst, direction: dir, peer: peer}
+		if len(a.conns) < maxTrackedConns {
+			// Beyond the bound (close events lost to a full ring buffer),
+			// new connections are still counted but not followed.
+			a.conns[ev.Sock] = &tcpConn{service: svc, instance: inst, direction: dir, peer: peer}
+			m.tcpActive.WithLabelValues(svc, inst, dir, peer).Inc()
+		}
 		if ev.Type == ebpf.TCPAccept {
 			a.listeners[ev.Local] = svc
 		}
@@ -451,6 +455,9 @@ func (a *Agent) HandleTCP(ev *ebpf.TCPEvent) {
 }
 
 const sweepEvery = uint64(time.Minute)
+
+// maxTrackedConns bounds the user-space connection table.
+const maxTrackedConns = 1 << 18
 
 // HandleL7 implements ebpf.Handler.
 func (a *Agent) HandleL7(ev *ebpf.L7Event) {

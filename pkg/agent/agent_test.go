@@ -39,7 +39,11 @@ func runHelper(mode string) error {
 	n, _ := strconv.Atoi(os.Getenv("HELPER_N"))
 	switch mode {
 	case "http":
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		listen := os.Getenv("HELPER_LISTEN")
+		if listen == "" {
+			listen = "127.0.0.1:0"
+		}
+		l, err := net.Listen("tcp", listen)
 		if err != nil {
 			return err
 		}
@@ -389,4 +393,22 @@ func TestSelfTelemetryEndpoint(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+}
+
+func TestHTTPOverIPv6(t *testing.T) {
+	a := startAgent(t, Config{})
+	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		l.Close()
+	}
+	const n = 5
+	h := startHelper(t, "http", "HELPER_N="+strconv.Itoa(n), "HELPER_LISTEN=[::1]:0", "OTEL_SERVICE_NAME=demo-http6")
+	addr := h.value("addr")
+	_, port, _ := net.SplitHostPort(addr)
+	waitCount(t, a.Exported(), "http_server_request_duration_seconds", map[string]string{lService: "demo-http6",
+		"http_route": "/users/{id}", "server_address": "::1", "server_port": port}, n)
+	waitCount(t, a.Exported(), "http_client_request_duration_seconds", map[string]string{lService: "demo-http6",
+		"http_route": "/users/{id}", lPeer: addr}, n)
+	waitAtLeast(t, a, "tcp_connections_total", map[string]string{lService: "demo-http6", "direction": "inbound", lPeer: "::1"}, 1)
 }

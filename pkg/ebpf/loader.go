@@ -38,6 +38,10 @@ type Config struct {
 	// TracefsPath is where tracefs is mounted if it is not already (the
 	// tracepoint IDs are read from it).
 	TracefsPath string
+
+	// hookOverride redirects programs to other tracepoints; tests use it to
+	// make a hook fail the way a missing tracepoint does on other kernels.
+	hookOverride map[string]string
 }
 
 // HookStatus is the attach outcome of one program.
@@ -106,6 +110,9 @@ func Load(cfg Config) (*Tracer, error) {
 	for _, name := range names {
 		ps := spec.Programs[name]
 		hook := strings.TrimPrefix(ps.SectionName, "tracepoint/")
+		if o, ok := cfg.hookOverride[name]; ok {
+			hook = o
+		}
 		err := t.loadAndAttach(spec, name, hook)
 		t.hooks = append(t.hooks, HookStatus{Hook: hook, Err: err})
 		if err != nil {

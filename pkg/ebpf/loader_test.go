@@ -57,3 +57,49 @@ func TestLoadAttachesEveryHook(t *testing.T) {
 		t.Fatalf("Drops = %v, %v", drops, err)
 	}
 }
+
+func TestLoadKeepsRunningWhenAHookFails(t *testing.T) {
+	requireRoot(t)
+	reg := prometheus.NewPedanticRegistry()
+	tr, err := Load(Config{Registerer: reg, hookOverride: map[string]string{"tcp_probe": "tcp/no_such_tracepoint"}})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer tr.Close()
+	failed := 0
+	for _, h := range tr.Hooks() {
+		if h.Err != nil {
+			failed++
+			if h.Hook != "tcp/no_such_tracepoint" {
+				t.Errorf("unexpected failure of %s: %v", h.Hook, h.Err)
+			}
+		}
+	}
+	if failed != 1 {
+		t.Fatalf("%d hooks failed, want 1", failed)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var zero, one int
+	for _, mf := range mfs {
+		if mf.GetName() != "vigil_agent_hook_attached" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			switch m.GetGauge().GetValue() {
+			case 0:
+				zero++
+				if m.GetLabel()[0].GetValue() != "tcp/no_such_tracepoint" {
+					t.Errorf("hook %s reported as not attached", m.GetLabel()[0].GetValue())
+				}
+			case 1:
+				one++
+			}
+		}
+	}
+	if zero != 1 || one != len(tr.Hooks())-1 {
+		t.Fatalf("attached gauge: %d zero, %d one", zero, one)
+	}
+}
