@@ -280,7 +280,14 @@ func (u *userTSDB) setMetadata(md []prompb.MetricMetadata) {
 		if old, ok := u.metadata[m.MetricFamilyName]; ok && old.Type == m.Type && old.Help == m.Help && old.Unit == m.Unit {
 			continue
 		}
-		u.metadata[m.MetricFamilyName] = m
+		// Clone: request strings may alias the gRPC receive buffer (see client.Codec),
+		// which must not be pinned by long-lived state.
+		u.metadata[strings.Clone(m.MetricFamilyName)] = prompb.MetricMetadata{
+			MetricFamilyName: strings.Clone(m.MetricFamilyName),
+			Type:             m.Type,
+			Help:             strings.Clone(m.Help),
+			Unit:             strings.Clone(m.Unit),
+		}
 		u.metaDirty = true
 	}
 }

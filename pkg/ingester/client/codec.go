@@ -3,6 +3,7 @@ package client
 import (
 	"fmt"
 
+	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
@@ -101,6 +102,12 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	// (bytes fields such as chunk data), so the buffer must not be returned to a pool.
 	buf := data.Materialize()
 	switch m := v.(type) {
+	case *prompb.WriteRequest:
+		// The ingester's hot path: strings alias buf, which is this message's own copy.
+		if err := unmarshalWriteRequest(buf, m); err != nil {
+			return fmt.Errorf("unmarshal %T: %w", v, err)
+		}
+		return nil
 	case gogoMessage:
 		if err := m.Unmarshal(buf); err != nil {
 			return fmt.Errorf("unmarshal %T: %w", v, err)
