@@ -500,18 +500,24 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 	span := export.Span{
 		ServiceName: svc, ServiceInstanceID: inst, HostName: a.host,
 		Start: a.wall(ex.Start), End: a.wall(ex.End), Kind: export.SpanKindClient,
-		Attributes: map[string]any{
+	}
+	// Attributes cost allocations on the hot path: only build them when
+	// spans are exported.
+	set := func(string, any) {}
+	if a.spans != nil {
+		span.Attributes = map[string]any{
 			"network.peer.address": ex.Remote.Addr().String(),
 			"network.peer.port":    int(ex.Remote.Port()),
-		},
+		}
+		set = func(k string, v any) { span.Attributes[k] = v }
 	}
 	switch proto {
 	case l7.HTTP:
 		route := l7.Route(req.Path)
 		status := strconv.Itoa(resp.Status)
-		span.Attributes["http.request.method"] = req.Method
-		span.Attributes["http.response.status_code"] = resp.Status
-		span.Attributes["url.path"] = req.Path
+		set("http.request.method", req.Method)
+		set("http.response.status_code", resp.Status)
+		set("url.path", req.Path)
 		if ex.Role == l7.RoleServer {
 			// The local socket, not the Host header: clients choose the
 			// header, so it is not a safe label.
@@ -522,21 +528,22 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 			a.mu.Unlock()
 			span.Kind = export.SpanKindServer
 			span.Name = req.Method + " " + route
-			span.Attributes["http.route"] = route
-			span.Attributes["server.address"], span.Attributes["server.port"] = addr, int(ex.Local.Port())
+			set("http.route", route)
+			set("server.address", addr)
+			set("server.port", int(ex.Local.Port()))
 			span.Error = resp.Status >= 500
 		} else {
 			host, port := splitHostPort(req.Host, ex.Remote)
 			a.m.httpClient.WithLabelValues(svc, inst, req.Method, status, route, host, port, ex.Remote.String()).Observe(d)
 			span.Name = req.Method
-			span.Attributes["server.address"] = host
+			set("server.address", host)
 			if p, err := strconv.Atoi(port); err == nil {
-				span.Attributes["server.port"] = p
+				set("server.port", p)
 			}
 			span.Error = resp.Status >= 400
 		}
 		if span.Error {
-			span.Attributes["error.type"] = status
+			set("error.type", status)
 		}
 	case l7.Postgres, l7.MySQL, l7.Redis:
 		if ex.Role != l7.RoleClient {
@@ -546,15 +553,15 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 		}
 		a.m.dbClient.WithLabelValues(svc, inst, proto.String(), req.Operation, resp.ErrorType, ex.Remote.String()).Observe(d)
 		span.Name = req.Operation
-		span.Attributes["db.system.name"] = proto.String()
-		span.Attributes["db.operation.name"] = req.Operation
-		span.Attributes["server.address"] = ex.Remote.Addr().String()
-		span.Attributes["server.port"] = int(ex.Remote.Port())
+		set("db.system.name", proto.String())
+		set("db.operation.name", req.Operation)
+		set("server.address", ex.Remote.Addr().String())
+		set("server.port", int(ex.Remote.Port()))
 		if resp.ErrorType != "" {
 			span.Error = true
-			span.Attributes["error.type"] = resp.ErrorType
+			set("error.type", resp.ErrorType)
 			if proto == l7.Postgres || proto == l7.MySQL {
-				span.Attributes["db.response.status_code"] = resp.ErrorType
+				set("db.response.status_code", resp.ErrorType)
 			}
 		}
 	case l7.DNS:
@@ -563,9 +570,9 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 		}
 		a.m.dnsLookup.WithLabelValues(svc, inst, req.QType, resp.RCode).Observe(d)
 		span.Name = "DNS " + req.QType
-		span.Attributes["dns.question.name"] = req.QName
-		span.Attributes["dns.question.type"] = req.QType
-		span.Attributes["dns.response_code"] = resp.RCode
+		set("dns.question.name", req.QName)
+		set("dns.question.type", req.QType)
+		set("dns.response_code", resp.RCode)
 		span.Error = resp.RCode != "NoError"
 	default:
 		return

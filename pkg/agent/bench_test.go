@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"sort"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/vigil-obs/vigil/pkg/ebpf"
 )
 
 // loadHelper serves HTTP and loads itself at HELPER_RATE requests/s (0 =
@@ -235,5 +238,37 @@ func BenchmarkAgentOverhead(b *testing.B) {
 		b.ReportMetric(events/elapsed, "unpaced-events/s")
 		b.ReportMetric(drops, "unpaced-kernel-drops")
 		b.ReportMetric(l7drops, "l7-ringbuf-drops")
+	}
+}
+
+// BenchmarkHandleL7 is the user-space cost of one HTTP exchange seen from
+// both sides (4 events: server read/write, client write/read), without the
+// kernel: parsing, pairing, naming and metric updates.
+func BenchmarkHandleL7(b *testing.B) {
+	a, err := New(Config{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pid := uint32(os.Getpid())
+	srv := netip.MustParseAddrPort("127.0.0.1:8080")
+	cli := netip.MustParseAddrPort("127.0.0.1:50000")
+	req := []byte("GET /users/123 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: Go-http-client/1.1\r\n\r\n")
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Type: text/plain\r\n\r\nuser")
+	ev := func(fd uint32, ts uint64, dir ebpf.Direction, local, remote netip.AddrPort, data []byte) *ebpf.L7Event {
+		return &ebpf.L7Event{Timestamp: ts, PID: pid, FD: fd, Dir: dir, SockType: ebpf.SockStream, Size: int64(len(data)),
+			Local: local, Remote: remote, Comm: "bench", Data: data}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ts := uint64(i+1) * 1000
+		a.HandleL7(ev(5, ts, ebpf.Egress, cli, srv, req))
+		a.HandleL7(ev(6, ts+1, ebpf.Ingress, srv, cli, req))
+		a.HandleL7(ev(6, ts+2, ebpf.Egress, srv, cli, resp))
+		a.HandleL7(ev(5, ts+3, ebpf.Ingress, cli, srv, resp))
+	}
+	b.StopTimer()
+	if got := gatherValue(a.Exported(), "http_server_request_duration_seconds", nil); got != float64(b.N) {
+		b.Fatalf("server exchanges = %v, want %d", got, b.N)
 	}
 }
