@@ -22,6 +22,7 @@ import (
 	prw "github.com/prometheus/prometheus/storage/remote/otlptranslator/prometheusremotewrite"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -29,6 +30,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/vigil-obs/vigil/pkg/util/tenant"
 )
@@ -384,7 +386,16 @@ func (g *otlpGRPC) Export(ctx context.Context, req pmetricotlp.ExportRequest) (p
 	ctx = user.InjectOrgID(ctx, tenantID)
 	_, err = g.d.pushOTLP(ctx, tenantID, req.Metrics())
 	if err != nil {
-		return pmetricotlp.NewExportResponse(), status.Error(grpcCodeForHTTP(StatusCode(err)), err.Error())
+		st := status.New(grpcCodeForHTTP(StatusCode(err)), err.Error())
+		// OTLP exporters retry ResourceExhausted only when the server says
+		// when (RetryInfo); without it a rate-limited batch would be dropped.
+		var pe *PushError
+		if errors.As(err, &pe) && pe.RetryAfter > 0 {
+			if withInfo, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(pe.RetryAfter)}); derr == nil {
+				st = withInfo
+			}
+		}
+		return pmetricotlp.NewExportResponse(), st.Err()
 	}
 	return pmetricotlp.NewExportResponse(), nil
 }

@@ -31,8 +31,11 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -539,4 +542,28 @@ func TestOTLPTargetInfoSpanIsBounded(t *testing.T) {
 	if _, ok := env.allSeries()[`{__name__="g", job="old"}`]; !ok {
 		t.Errorf("gauge samples were dropped: %v", keys(env.allSeries()))
 	}
+}
+
+func TestOTLPGRPCRateLimitCarriesRetryInfo(t *testing.T) {
+	env := newTestEnv(t, envOptions{limits: func(l *validation.Limits) {
+		l.IngestionRate = 0.001
+		l.IngestionBurstSize = 1
+	}})
+	g := &otlpGRPC{d: env.d}
+	req := pmetricotlp.NewExportRequestFromMetrics(sampleOTLPMetrics(time.Now()))
+	_, err := g.Export(context.Background(), req)
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.ResourceExhausted {
+		t.Fatalf("want ResourceExhausted, got %v", err)
+	}
+	var info *errdetails.RetryInfo
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			info = ri
+		}
+	}
+	if info == nil || info.RetryDelay.AsDuration() <= 0 {
+		t.Fatalf("no RetryInfo in %v", st.Details())
+	}
+	mustContain(t, st.Message(), ReasonRateLimited)
 }
