@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -835,5 +836,39 @@ func TestQueryEdgeCases(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("series limit 1 returned %d series", n)
+	}
+}
+
+func TestExemplarsWithoutAcceptedSamples(t *testing.T) {
+	ing := startIngester(t, testConfig(t), nil, nil)
+	base := time.Now().UnixMilli()
+	withExemplar := func(name string, ts int64, samples ...prompb.Sample) prompb.TimeSeries {
+		s := series([]string{"__name__", name}, samples...)
+		s.Exemplars = []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: strconv.FormatInt(ts, 10)}}, Value: 1, Timestamp: ts}}
+		return s
+	}
+	if _, err := ing.Push(ctxFor("t1"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		withExemplar("a", base, prompb.Sample{Timestamp: base, Value: 1}),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ing.Push(ctxFor("t1"), &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		// Sample rejected as out of order, but the series exists: the exemplar is kept.
+		withExemplar("a", base+1, prompb.Sample{Timestamp: base - 1000, Value: 1}),
+		// No sample and no such series: the exemplar cannot be stored, and says so.
+		withExemplar("unknown", base),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ExemplarsWritten != 1 || resp.RejectedCount() != 2 {
+		t.Fatalf("unexpected response %s", resp)
+	}
+	found := false
+	for _, r := range resp.Rejections {
+		found = found || (r.Reason == client.ReasonInvalidExemplar && r.Series == `{__name__="unknown"}` && strings.Contains(r.Message, "no sample of its series"))
+	}
+	if !found {
+		t.Fatalf("missing invalid_exemplar rejection: %s", resp)
 	}
 }

@@ -215,21 +215,26 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 		if limited {
 			continue
 		}
+		if i.cfg.MaxExemplars <= 0 {
+			// Exemplar storage is switched off by configuration: the exemplars are not
+			// stored and therefore not counted as written.
+			continue
+		}
 		for _, e := range ts.Exemplars {
-			if ref == 0 {
-				// Exemplars attach to a series the TSDB knows; with every sample of this
-				// series rejected the series may not exist.
-				st.reject(sIdx, lset, client.ReasonInvalidExemplar, errors.New("exemplar dropped: no sample or histogram of its series was accepted in this request"), 1)
-				continue
-			}
 			ex := exemplar.Exemplar{
 				Labels: prompbLabels(&exBuilder, e.Labels),
 				Value:  e.Value,
 				Ts:     e.Timestamp,
 				HasTs:  true,
 			}
+			// ref may be 0 (every sample of this entry rejected or an identical resend):
+			// the head then finds the series by its labels, if it exists.
 			if _, err := app.AppendExemplar(ref, lset, ex); err != nil {
-				st.reject(sIdx, lset, classifyExemplarError(err), fmt.Errorf("exemplar at %s: %w", fmtTS(e.Timestamp), err), 1)
+				reason := classifyExemplarError(err)
+				if ref == 0 && reason == client.ReasonInvalidExemplar {
+					err = fmt.Errorf("no sample of its series is stored: %w", err)
+				}
+				st.reject(sIdx, lset, reason, fmt.Errorf("exemplar at %s: %w", fmtTS(e.Timestamp), err), 1)
 				continue
 			}
 			exemplars++
