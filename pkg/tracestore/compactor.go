@@ -11,6 +11,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/grafana/dskit/services"
@@ -77,6 +78,11 @@ type TraceCompactor struct {
 	logger *slog.Logger
 	now    func() time.Time
 
+	// metas caches meta.json of blocks seen (immutable once written), so a
+	// pass costs one listing instead of a read per block.
+	metasMu sync.Mutex
+	metas   map[ulid.ULID]*BlockMeta
+
 	compactions prometheus.Counter
 	deleted     prometheus.Counter
 	failures    prometheus.Counter
@@ -92,6 +98,7 @@ func NewTraceCompactor(cfg CompactorConfig, bkt objstore.Bucket, logger *slog.Lo
 	}
 	c := &TraceCompactor{
 		cfg: cfg, bkt: bkt, logger: logger, now: time.Now,
+		metas: map[ulid.ULID]*BlockMeta{},
 		compactions: promauto.With(reg).NewCounter(prometheus.CounterOpts{
 			Name: "vigil_trace_compactor_compactions_total", Help: "Trace block merges completed.",
 		}),
@@ -144,8 +151,9 @@ type blockState struct {
 	marked *deletionMark
 }
 
-func (c *TraceCompactor) listBlocks(ctx context.Context, bkt objstore.Bucket) ([]*blockState, error) {
+func (c *TraceCompactor) listBlocks(ctx context.Context, tenant string, bkt objstore.Bucket) ([]*blockState, error) {
 	marks := map[ulid.ULID]*deletionMark{}
+	seen := map[ulid.ULID]bool{}
 	err := bkt.Iter(ctx, path.Join(tracesDir, "markers")+"/", func(name string) error {
 		b, err := readObject(ctx, bkt, name)
 		if err != nil {
@@ -168,10 +176,21 @@ func (c *TraceCompactor) listBlocks(ctx context.Context, bkt objstore.Bucket) ([
 			return nil
 		}
 		st := &blockState{id: id, marked: marks[id]}
+		seen[id] = true
+		c.metasMu.Lock()
+		st.meta = c.metas[id]
+		c.metasMu.Unlock()
+		if st.meta != nil {
+			out = append(out, st)
+			return nil
+		}
 		m, err := readMeta(ctx, bkt, id)
 		switch {
 		case err == nil:
 			st.meta = m
+			c.metasMu.Lock()
+			c.metas[id] = m
+			c.metasMu.Unlock()
 		case isNotFound(bkt, err):
 		default:
 			return err
@@ -182,6 +201,15 @@ func (c *TraceCompactor) listBlocks(ctx context.Context, bkt objstore.Bucket) ([
 	if err != nil {
 		return nil, fmt.Errorf("list trace blocks: %w", err)
 	}
+	// Forget deleted blocks. ULIDs are unique across tenants, so one map
+	// serves every tenant; only this tenant's entries are pruned.
+	c.metasMu.Lock()
+	for id, m := range c.metas {
+		if m.Tenant == tenant && !seen[id] {
+			delete(c.metas, id)
+		}
+	}
+	c.metasMu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].id.Compare(out[j].id) < 0 })
 	return out, nil
 }
@@ -189,7 +217,7 @@ func (c *TraceCompactor) listBlocks(ctx context.Context, bkt objstore.Bucket) ([
 // CompactTenant runs one compaction, retention and deletion pass for a tenant.
 func (c *TraceCompactor) CompactTenant(ctx context.Context, tenant string) error {
 	bkt := bucket.ForTenant(c.bkt, tenant)
-	blocks, err := c.listBlocks(ctx, bkt)
+	blocks, err := c.listBlocks(ctx, tenant, bkt)
 	if err != nil {
 		return err
 	}
