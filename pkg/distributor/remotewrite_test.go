@@ -156,6 +156,9 @@ func TestRemoteWriteV2WithPrometheusClient(t *testing.T) {
 		Histograms: []writev2.Histogram{writev2.FromIntHistogram(now, testHistogram())},
 		Metadata:   writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, HelpRef: b.st.Symbolize("RPC latency."), UnitRef: b.st.Symbolize("seconds")},
 	})
+	b.add(labels.FromStrings("__name__", "queue_fill_ratio", "job", "api"), writev2.TimeSeries{
+		Histograms: []writev2.Histogram{writev2.FromFloatHistogram(now, testHistogram().ToFloat(nil))},
+	})
 	// A classic histogram's _bucket series carries the family's metadata.
 	b.add(labels.FromStrings("__name__", "req_size_bucket", "le", "+Inf"), writev2.TimeSeries{
 		Samples:  []writev2.Sample{{Value: 3, Timestamp: now}},
@@ -167,8 +170,8 @@ func TestRemoteWriteV2WithPrometheusClient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("store: %v", err)
 	}
-	if !stats.Confirmed || stats.Samples != 2 || stats.Histograms != 1 || stats.Exemplars != 1 {
-		t.Errorf("written stats = %+v, want confirmed 2 samples, 1 histogram, 1 exemplar", stats)
+	if !stats.Confirmed || stats.Samples != 2 || stats.Histograms != 2 || stats.Exemplars != 1 {
+		t.Errorf("written stats = %+v, want confirmed 2 samples, 2 histograms, 1 exemplar", stats)
 	}
 	got := env.allSeries()
 	ts := got[`{__name__="http_requests_total", job="api"}`]
@@ -178,6 +181,10 @@ func TestRemoteWriteV2WithPrometheusClient(t *testing.T) {
 	hs := got[`{__name__="rpc_duration_seconds", job="api"}`]
 	if len(hs.Histograms) != 1 || hs.Histograms[0].ToIntHistogram().Sum != 12.5 {
 		t.Errorf("RW2 histogram not converted: %+v", hs)
+	}
+	fh := got[`{__name__="queue_fill_ratio", job="api"}`]
+	if len(fh.Histograms) != 1 || !fh.Histograms[0].IsFloatHistogram() || fh.Histograms[0].ToFloatHistogram().Sum != 12.5 {
+		t.Errorf("RW2 float histogram not converted: %+v", fh)
 	}
 	families := map[string]prompb.MetricMetadata{}
 	for _, m := range env.allMetadata() {
