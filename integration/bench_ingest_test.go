@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/rand"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,9 +111,37 @@ func (w *ingestWorkload) send(tb testing.TB, c remote.WriteClient, shards int) {
 
 // ingestTarget is one receiver under measurement, running as its own process.
 type ingestTarget struct {
-	name   string
-	pid    int
-	client remote.WriteClient
+	name     string
+	pid      int
+	client   remote.WriteClient
+	pprofURL string // CPU profile endpoint, when the target has one
+}
+
+// profileWhile records a CPU profile of the target while the workload runs when
+// VIGIL_BENCH_PROFILE names an output file; it returns the function that ends it.
+func profileWhile(tb testing.TB, tgt *ingestTarget) func() {
+	out := os.Getenv("VIGIL_BENCH_PROFILE")
+	if out == "" || tgt.pprofURL == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(tgt.pprofURL + "?seconds=20")
+		if err != nil {
+			tb.Logf("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(out)
+		if err != nil {
+			tb.Logf("profile: %v", err)
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
 }
 
 func startPromReceiver(tb testing.TB) *ingestTarget {
@@ -141,7 +171,7 @@ func startPromReceiver(tb testing.TB) *ingestTarget {
 func startVigilTarget(tb testing.TB, dataDir string) (*ingestTarget, *instance) {
 	tb.Helper()
 	in := startVigil(tb, dataDir)
-	return &ingestTarget{name: "vigil", pid: in.cmd.Process.Pid, client: writeClient(tb, in, "/api/v1/push", remoteapi.WriteV1MessageType, "")}, in
+	return &ingestTarget{name: "vigil", pid: in.cmd.Process.Pid, client: writeClient(tb, in, "/api/v1/push", remoteapi.WriteV1MessageType, ""), pprofURL: in.URL("/debug/pprof/profile")}, in
 }
 
 func mustPort(tb testing.TB, hostport string) int {
@@ -173,7 +203,9 @@ func measureIngest(tb testing.TB, tgt *ingestTarget, w *ingestWorkload) ingestRe
 		tb.Fatal(err)
 	}
 	cpu0, _ := procCPUSeconds(tgt.pid)
+	stopProfile := profileWhile(tb, tgt)
 	w.send(tb, tgt.client, 4)
+	stopProfile()
 	cpu1, err := procCPUSeconds(tgt.pid)
 	if err != nil {
 		tb.Fatal(err)
