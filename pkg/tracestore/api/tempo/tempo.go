@@ -247,11 +247,13 @@ type searchTrace struct {
 
 func (a *API) search(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if s := strings.TrimSpace(q.Get("q")); s != "" && s != "{}" {
-		http.Error(w, "TraceQL queries are not supported yet; search with the tags, minDuration and maxDuration parameters", http.StatusBadRequest)
-		return
-	}
 	req := tracestore.SearchRequest{Limit: defaultSearchLimit}
+	if s := strings.TrimSpace(q.Get("q")); s != "" {
+		if err := ParseTraceQL(s, &req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
 	attrs, err := ParseLogfmtTags(q.Get("tags"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -267,8 +269,11 @@ func (a *API) search(ctx context.Context, w http.ResponseWriter, r *http.Request
 		req.Operation = name
 		delete(attrs, "name")
 	}
-	if len(attrs) > 0 {
-		req.Attributes = attrs
+	for k, v := range attrs {
+		if req.Attributes == nil {
+			req.Attributes = map[string]string{}
+		}
+		req.Attributes[k] = v
 	}
 	for _, d := range []struct {
 		name string

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/vigil-obs/vigil/pkg/tracestore"
 	"github.com/vigil-obs/vigil/pkg/tracestore/api/internal/apitest"
 	"github.com/vigil-obs/vigil/pkg/tracestore/translate"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -144,7 +145,8 @@ func TestErrors(t *testing.T) {
 		{"/tempo/api/search?tags=" + url.QueryEscape(`a="unterminated`), 400, "unterminated quote"},
 		{"/tempo/api/search?minDuration=fast", 400, "invalid minDuration"},
 		{"/tempo/api/search?limit=0", 400, "invalid limit"},
-		{"/tempo/api/search?q=" + url.QueryEscape(`{ .x = 1 }`), 400, "TraceQL"},
+		{"/tempo/api/search?q=" + url.QueryEscape(`{ .x = 1 } | count() > 2`), 400, "single spanset"},
+		{"/tempo/api/search?q=" + url.QueryEscape(`{ status = error }`), 400, "status is not supported"},
 		{"/tempo/api/search?minDuration=2s&maxDuration=1s", 400, "exceeds max duration"},
 	} {
 		code, _, body := get(t, srv.URL+tc.path, "")
@@ -179,6 +181,12 @@ func TestSearchAndTags(t *testing.T) {
 	want := []searchTrace{{TraceID: apitest.TraceA().String(), RootServiceName: "frontend", RootTraceName: "GET /checkout", StartTimeUnixNano: strconv.FormatInt(t0.UnixNano(), 10), DurationMs: 120}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v want %+v", got, want)
+	}
+	if got := search(url.Values{"q": {`{ resource.service.name = "frontend" && span.http.method = "GET" && duration > 100ms }`}}); !reflect.DeepEqual(got, want) {
+		t.Errorf("TraceQL: got %+v want %+v", got, want)
+	}
+	if got := search(url.Values{"q": {`{}`}}); len(got) != 2 {
+		t.Errorf("{}: %+v", got)
 	}
 	if got := search(url.Values{"minDuration": {"100ms"}}); len(got) != 1 {
 		t.Errorf("minDuration: %+v", got)
@@ -217,6 +225,54 @@ func FuzzParseLogfmtTags(f *testing.F) {
 		for k := range m {
 			if k == "" || strings.ContainsAny(k, " \"") {
 				t.Fatalf("%q produced key %q", s, k)
+			}
+		}
+	})
+}
+
+func TestParseTraceQL(t *testing.T) {
+	for _, tc := range []struct {
+		q    string
+		want tracestore.SearchRequest
+		err  string
+	}{
+		{`{}`, tracestore.SearchRequest{}, ""},
+		{`{ resource.service.name = "api" && name = "GET /x" && kind = server }`, tracestore.SearchRequest{Service: "api", Operation: "GET /x", SpanKind: "server"}, ""},
+		{`{.http.status_code=500 && span.ok=true && resource.k8s.ns="a && b"}`, tracestore.SearchRequest{Attributes: map[string]string{"http.status_code": "500", "ok": "true", "k8s.ns": "a && b"}}, ""},
+		{`{ duration >= 1s && duration < 2s }`, tracestore.SearchRequest{MinDuration: time.Second, MaxDuration: 2 * time.Second}, ""},
+		{`{ .a != "b" }`, tracestore.SearchRequest{}, "operator != is not supported"},
+		{`{ .a = "b" } || { .c = "d" }`, tracestore.SearchRequest{}, "single spanset"},
+		{`{ .a = "b" || .c = "d" }`, tracestore.SearchRequest{}, "joined by &&"},
+		{`{ duration = fast }`, tracestore.SearchRequest{}, "invalid duration"},
+		{`{ .a = "unterminated }`, tracestore.SearchRequest{}, "bad string literal"},
+		{`{ .a }`, tracestore.SearchRequest{}, "want <field> <operator> <value>"},
+		{`.a = "b"`, tracestore.SearchRequest{}, "single spanset"},
+	} {
+		var got tracestore.SearchRequest
+		err := ParseTraceQL(tc.q, &got)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: err %v, want %q", tc.q, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: %+v %v, want %+v", tc.q, got, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseTraceQL(f *testing.F) {
+	for _, s := range []string{`{}`, `{ .a = "b" && duration > 1s }`, `{ resource.service.name = "x" }`, `{ name = "a\"b" }`, `{&&}`, `{ .a = }`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		var req tracestore.SearchRequest
+		if err := ParseTraceQL(q, &req); err == nil {
+			for k := range req.Attributes {
+				if k == "" {
+					t.Fatalf("%q produced an empty attribute key", q)
+				}
 			}
 		}
 	})
