@@ -39,6 +39,10 @@ type OTLPConfig struct {
 	KeepIdentifyingResourceAttributes bool                   `yaml:"keep_identifying_resource_attributes"`
 	ConvertHistogramsToNHCB           bool                   `yaml:"convert_histograms_to_nhcb"`
 	PromoteScopeMetadata              bool                   `yaml:"promote_scope_metadata"`
+	// NativeDeltaIngestion stores delta sums and histograms as they are (type
+	// unknown), like Prometheus' otlp-native-delta-ingestion feature;
+	// otherwise they are refused, as Prometheus does by default.
+	NativeDeltaIngestion bool `yaml:"native_delta_ingestion"`
 	// LookbackDelta spaces the synthesized target_info samples; it must match
 	// the querier's PromQL lookback delta so target_info has no gaps.
 	LookbackDelta time.Duration `yaml:"lookback_delta"`
@@ -56,6 +60,7 @@ func (cfg *Config) RegisterFlags(f *flag.FlagSet) {
 	f.BoolVar(&cfg.OTLP.KeepIdentifyingResourceAttributes, "distributor.otlp.keep-identifying-resource-attributes", false, "Keep service.name, service.namespace and service.instance.id as labels on target_info in addition to job and instance.")
 	f.BoolVar(&cfg.OTLP.ConvertHistogramsToNHCB, "distributor.otlp.convert-histograms-to-nhcb", false, "Convert OTLP explicit-bucket histograms to native histograms with custom buckets instead of classic _bucket series.")
 	f.BoolVar(&cfg.OTLP.PromoteScopeMetadata, "distributor.otlp.promote-scope-metadata", false, "Add otel_scope_name, otel_scope_version and scope attributes as labels.")
+	f.BoolVar(&cfg.OTLP.NativeDeltaIngestion, "distributor.otlp.native-delta-ingestion", false, "Accept OTLP delta-temporality sums and histograms and store their samples as they are (as Prometheus' otlp-native-delta-ingestion feature). Query them with sum_over_time, not rate.")
 	f.DurationVar(&cfg.OTLP.LookbackDelta, "distributor.otlp.lookback-delta", 5*time.Minute, "PromQL lookback delta of the queriers; OTLP target_info samples are spaced by it.")
 }
 

@@ -61,6 +61,7 @@ func (d *Distributor) otlpSettings() prw.Settings {
 		KeepIdentifyingResourceAttributes:    d.cfg.OTLP.KeepIdentifyingResourceAttributes,
 		ConvertHistogramsToNHCB:              d.cfg.OTLP.ConvertHistogramsToNHCB,
 		PromoteScopeMetadata:                 d.cfg.OTLP.PromoteScopeMetadata,
+		AllowDeltaTemporality:                d.cfg.OTLP.NativeDeltaIngestion,
 		LookbackDelta:                        d.cfg.OTLP.LookbackDelta,
 		LabelNameUnderscoreSanitization:      promCfg.LabelNameUnderscoreSanitization,
 		LabelNamePreserveMultipleUnderscores: promCfg.LabelNamePreserveMultipleUnderscores,

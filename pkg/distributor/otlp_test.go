@@ -276,6 +276,31 @@ func TestOTLPPartialTranslation(t *testing.T) {
 	}
 }
 
+func TestOTLPNativeDeltaIngestion(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	env.d.cfg.OTLP.NativeDeltaIngestion = true
+	md := pmetric.NewMetrics()
+	rm := md.ResourceMetrics().AppendEmpty()
+	rm.Resource().Attributes().PutStr("service.name", "worker")
+	m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+	m.SetName("jobs.processed")
+	sum := m.SetEmptySum()
+	sum.SetIsMonotonic(true)
+	sum.SetAggregationTemporality(pmetric.AggregationTemporalityDelta)
+	dp := sum.DataPoints().AppendEmpty()
+	dp.SetTimestamp(pcommon.NewTimestampFromTime(time.Now()))
+	dp.SetIntValue(3)
+
+	code, body, _ := env.post(t, "/otlp/v1/metrics", map[string]string{"Content-Type": "application/x-protobuf"}, bytes.NewReader(otlpProto(t, md)))
+	if code != http.StatusOK {
+		t.Fatalf("status %d: %s", code, body)
+	}
+	ts, ok := env.allSeries()[`{__name__="jobs_processed_total", job="worker"}`]
+	if !ok || len(ts.Samples) != 1 || ts.Samples[0].Value != 3 {
+		t.Fatalf("delta sample not stored as is: %v", keys(env.allSeries()))
+	}
+}
+
 func mustJSON(t testing.TB, md pmetric.Metrics) []byte {
 	t.Helper()
 	b, err := pmetricotlp.NewExportRequestFromMetrics(md).MarshalJSON()
