@@ -33,7 +33,10 @@
 // POST /ingester/flush) cuts and ships everything now. A local block is deleted only
 // after it was shipped and its max time is older than -ingester.retention-period; a
 // tenant with no writes for -ingester.tsdb-close-idle-after, an empty head and no
-// local blocks is closed and its directory removed.
+// local blocks is closed and its directory removed. Like Prometheus, cutting the head
+// waits for open head queries overlapping the cut range, and a forced cut holds off the
+// tenant's pushes meanwhile (appends into the range being cut would otherwise be lost),
+// so queriers must bound their Series streams with a deadline.
 //
 // # Limits
 //

@@ -872,3 +872,45 @@ func TestExemplarsWithoutAcceptedSamples(t *testing.T) {
 		t.Fatalf("missing invalid_exemplar rejection: %s", resp)
 	}
 }
+
+// TestStalledQueryReleasedByCancel: head truncation waits for open head readers
+// (Prometheus behaviour), so a querier that stops reading a Series stream holds up a
+// forced flush until its context ends; cancelling it must release the flush.
+func TestStalledQueryReleasedByCancel(t *testing.T) {
+	ing := startIngester(t, testConfig(t), nil, nil)
+	c := serveGRPC(t, ing)
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	req := &prompb.WriteRequest{}
+	for s := 0; s < 5000; s++ {
+		req.Timeseries = append(req.Timeseries, series([]string{"__name__", "m", "s", strconv.Itoa(s), "pad", strings.Repeat("x", 64)},
+			prompb.Sample{Timestamp: base, Value: 1}))
+	}
+	if _, err := ing.Push(ctxFor("t1"), req); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctxFor("t1"))
+	defer cancel()
+	// Far more than the HTTP/2 flow-control window: the server blocks in Send while
+	// this test does not read.
+	stream, err := c.Series(ctx, &storepb.SeriesRequest{MinTime: base, MaxTime: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ing.FlushAll(context.Background()) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("flush still blocked after the stalled query was cancelled")
+	}
+	if got := querySeries(t, c, "t1", base, base); len(got) != 5000 {
+		t.Fatalf("after flush %d series, want 5000", len(got))
+	}
+}

@@ -52,12 +52,12 @@ func (i *Ingester) queryTSDB(ctx context.Context) (u *userTSDB, release func(), 
 		return nil, func() {}, nil
 	}
 	// Shared lock: keeps the TSDB from being closed as idle mid-query.
-	u.flushMu.RLock()
+	u.closeMu.RLock()
 	if u.closed {
-		u.flushMu.RUnlock()
+		u.closeMu.RUnlock()
 		return nil, func() {}, nil
 	}
-	return u, u.flushMu.RUnlock, nil
+	return u, u.closeMu.RUnlock, nil
 }
 
 func promMatchers(ms []storepb.LabelMatcher) ([]*labels.Matcher, error) {

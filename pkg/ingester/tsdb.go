@@ -35,7 +35,11 @@ type userTSDB struct {
 	// it shared, FlushAll and close take it exclusively. Forced compaction cuts the head up
 	// to its max time, so appends racing with it would be rejected as too old anyway.
 	flushMu sync.RWMutex
-	closed  bool // guarded by flushMu
+	// closeMu keeps queries from racing with close without making them wait for (or
+	// hold up) a forced head compaction: queries take it shared, close exclusively
+	// (after flushMu).
+	closeMu sync.RWMutex
+	closed  bool // written under flushMu and closeMu; read under either
 
 	lastWrite atomic.Int64 // unix nanoseconds of the last successful push
 	oooWindow atomic.Int64 // currently applied out-of-order window in ms
@@ -355,6 +359,8 @@ func (u *userTSDB) close() error {
 	if u.closed {
 		return nil
 	}
+	u.closeMu.Lock()
+	defer u.closeMu.Unlock()
 	u.closed = true
 	merr := u.saveMetadata()
 	if err := u.db.Close(); err != nil {
@@ -377,6 +383,8 @@ func (u *userTSDB) closeIfIdle(idleFor time.Duration) (bool, error) {
 	if u.closed || !u.idle(idleFor) {
 		return false, nil
 	}
+	u.closeMu.Lock()
+	defer u.closeMu.Unlock()
 	u.closed = true
 	if err := u.db.Close(); err != nil {
 		return true, fmt.Errorf("close idle TSDB of tenant %q: %w", u.tenant, err)
