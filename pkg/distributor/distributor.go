@@ -194,6 +194,11 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *prompb.Write
 		res.Metadata = len(req.Metadata)
 		responses, err := d.send(ctx, tenant, req)
 		if err != nil {
+			// A 4xx will not be retried: the data is dropped and must be
+			// counted. A 5xx is retried by the sender, so nothing is lost.
+			if StatusCode(err)/100 == 4 {
+				d.metrics.discard(tenant, ReasonIngesterRefused, res.Samples+res.Histograms, res.Exemplars)
+			}
 			return PushResult{Rejections: rej.list}, err
 		}
 		d.applyIngesterRejections(tenant, req, responses, &res, &rej)

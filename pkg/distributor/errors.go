@@ -16,18 +16,21 @@ import (
 // Discard reasons: the `reason` label of vigil_discarded_samples_total. The
 // ingester's reasons (pkg/ingester/client) are reused as they are.
 const (
-	ReasonMissingMetricName       = "missing_metric_name"
-	ReasonInvalidMetricName       = "metric_name_invalid"
-	ReasonInvalidLabelName        = "label_name_invalid"
-	ReasonInvalidLabelValue       = "label_value_invalid"
-	ReasonDuplicateLabelNames     = "duplicate_label_names"
-	ReasonLabelNameTooLong        = "label_name_too_long"
-	ReasonLabelValueTooLong       = "label_value_too_long"
-	ReasonMaxLabelNamesPerSeries  = "max_label_names_per_series"
-	ReasonTooFarInFuture          = "too_far_in_future"
-	ReasonTooFarInPast            = "too_far_in_past"
-	ReasonRateLimited             = "rate_limited"
-	ReasonExemplarLabelsTooLong   = "exemplar_labels_too_long"
+	ReasonMissingMetricName      = "missing_metric_name"
+	ReasonInvalidMetricName      = "metric_name_invalid"
+	ReasonInvalidLabelName       = "label_name_invalid"
+	ReasonInvalidLabelValue      = "label_value_invalid"
+	ReasonDuplicateLabelNames    = "duplicate_label_names"
+	ReasonLabelNameTooLong       = "label_name_too_long"
+	ReasonLabelValueTooLong      = "label_value_too_long"
+	ReasonMaxLabelNamesPerSeries = "max_label_names_per_series"
+	ReasonTooFarInFuture         = "too_far_in_future"
+	ReasonTooFarInPast           = "too_far_in_past"
+	ReasonRateLimited            = "rate_limited"
+	ReasonExemplarLabelsTooLong  = "exemplar_labels_too_long"
+	// ReasonIngesterRefused counts requests a quorum of ingesters refused
+	// as a whole with a client error (e.g. a message over their size limit).
+	ReasonIngesterRefused         = "ingester_refused"
 	ReasonPerUserSeriesLimit      = ingclient.ReasonPerUserSeriesLimit
 	ReasonPerMetricSeriesLimit    = ingclient.ReasonPerMetricSeriesLimit
 	ReasonOutOfOrder              = ingclient.ReasonOutOfOrder

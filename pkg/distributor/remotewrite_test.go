@@ -501,6 +501,9 @@ func TestReplicationQuorum(t *testing.T) {
 	if code, body, _ := env.post(t, "/api/v1/push", h, mk()); code != http.StatusBadRequest {
 		t.Fatalf("invalid at ingesters: status %d (%s), want 400", code, body)
 	}
+	if got := env.discarded("anonymous", ReasonIngesterRefused); got != 50 {
+		t.Errorf("discarded ingester_refused = %v, want 50", got)
+	}
 }
 
 func TestPushMetricsAPI(t *testing.T) {
