@@ -46,6 +46,12 @@ func startRealIngester(tb testing.TB, kvClient *consul.Client, id string) string
 	cfg := ingester.DefaultConfig()
 	cfg.DataDir = tb.TempDir()
 	cfg.ShipperDisabled = true
+	// Keep the pushed fixture in the head for the whole test: it is months old, so a head
+	// compaction (idle timeout, or the periodic check on slow machines) would cut it into
+	// blocks subject to local retention and the queries would race with that.
+	cfg.CompactionInterval = 1000 * time.Hour
+	cfg.HeadCompactionIdleTimeout = 0
+	cfg.RetentionPeriod = 100 * 24 * time.Hour
 	cfg.Ring.InstanceID = id
 	cfg.Ring.InstanceAddr = "127.0.0.1"
 	cfg.Ring.InstancePort, _ = strconv.Atoi(port)

@@ -262,11 +262,9 @@ func (q *Querier) fanOut(ctx context.Context, maxt int64, fn func(ctx context.Co
 	var (
 		wg      sync.WaitGroup
 		results = make(chan result)
-		n       int
 	)
 	for gi, g := range groups {
 		for _, addr := range g.addrs {
-			n++
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

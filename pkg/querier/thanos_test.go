@@ -39,7 +39,10 @@ func TestThanosStoreEndpoint(t *testing.T) {
 	cfg.ThanosStoreListenAddress = "127.0.0.1:0"
 	q, _ := startQuerier(t, cfg, []string{fakeIngester(t, db)}, []string{sgAddr})
 
-	conn, err := grpc.NewClient(q.ThanosStoreAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Like Thanos, decode with gogo-generated code (client.Codec copies the receive buffer,
+	// which the messages alias).
+	conn, err := grpc.NewClient(q.ThanosStoreAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(client.Codec{})))
 	if err != nil {
 		t.Fatal(err)
 	}
