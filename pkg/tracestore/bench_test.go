@@ -185,3 +185,31 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
+
+// BenchmarkHeadSearch searches an ingester head holding 160k spans.
+func BenchmarkHeadSearch(b *testing.B) {
+	ing := startIngester(b, testIngesterConfig(b.TempDir()), newTestBucket(b), nil)
+	ctx := tenantCtx("bench")
+	for i := 0; i < 4; i++ {
+		if _, err := ing.Export(ctx, exportReq(genTraces(genOpts{traces: 5000, spansPerTrace: 8, attrsPerSpan: 10, seed: int64(i)}))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		req  SearchRequest
+	}{
+		{"recent", SearchRequest{Limit: 20}},
+		{"service+attribute", SearchRequest{Service: "cart", Attributes: map[string]string{"http.status_code": "500"}, Limit: 20}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				res, err := ing.Search(ctx, c.req)
+				if err != nil || len(res) != 20 {
+					b.Fatalf("search: %d %v", len(res), err)
+				}
+			}
+		})
+	}
+}

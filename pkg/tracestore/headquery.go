@@ -2,6 +2,7 @@ package tracestore
 
 import (
 	"context"
+	"sort"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -57,13 +58,32 @@ func (i *TraceIngester) Search(ctx context.Context, req SearchRequest) ([]TraceS
 	return searchRowSets(traces, req), nil
 }
 
-// searchRowSets evaluates a search over traces held as rows.
+// searchRowSets evaluates a search over traces held as rows. It keeps only
+// the newest `limit` matches while scanning, and checks a trace's time
+// bounds before the costlier span matching and summary.
 func searchRowSets(traces map[TraceID][]spanRow, req SearchRequest) []TraceSummary {
 	m := newSpanMatcher(req)
-	out := summarySet{}
-	for _, rows := range traces {
-		s := summarize(rows)
-		if !matchTrace(req, &s) {
+	limit := limitOf(req)
+	top := make([]TraceSummary, 0, limit+1)
+	for id, rows := range traces {
+		if len(rows) == 0 {
+			continue
+		}
+		minStart, maxEnd := rows[0].StartUnixNano, rows[0].endUnixNano()
+		for k := range rows {
+			if rows[k].StartUnixNano < minStart {
+				minStart = rows[k].StartUnixNano
+			}
+			if e := rows[k].endUnixNano(); e > maxEnd {
+				maxEnd = e
+			}
+		}
+		if len(top) == limit && olderThan(minStart, id, &top[limit-1]) {
+			continue // cannot make the newest `limit`
+		}
+		dur := time.Duration(maxEnd - minStart)
+		if (req.MinDuration > 0 && dur < req.MinDuration) || (req.MaxDuration > 0 && dur > req.MaxDuration) ||
+			!overlapsNanos(minStart, maxEnd, req.Start, req.End) {
 			continue
 		}
 		if m.hasSpanConditions() {
@@ -78,9 +98,33 @@ func searchRowSets(traces map[TraceID][]spanRow, req SearchRequest) []TraceSumma
 				continue
 			}
 		}
-		out.add(s)
+		s := summarize(rows)
+		i := sort.Search(len(top), func(i int) bool { return summaryBefore(&s, &top[i]) })
+		top = append(top, TraceSummary{})
+		copy(top[i+1:], top[i:])
+		top[i] = s
+		if len(top) > limit {
+			top = top[:limit]
+		}
 	}
-	return out.sorted(limitOf(req))
+	return top
+}
+
+// summaryBefore is the search order: newest start first, then trace ID.
+func summaryBefore(a, b *TraceSummary) bool {
+	if !a.Start.Equal(b.Start) {
+		return a.Start.After(b.Start)
+	}
+	return compareBytes(a.TraceID[:], b.TraceID[:]) < 0
+}
+
+// olderThan reports whether a trace starting at start (unix ns) with ID id
+// sorts after s.
+func olderThan(start int64, id TraceID, s *TraceSummary) bool {
+	if st := s.Start.UnixNano(); start != st {
+		return start < st
+	}
+	return compareBytes(id[:], s.TraceID[:]) > 0
 }
 
 // Services implements Reader over the head.

@@ -2,6 +2,7 @@ package tracestore
 
 import (
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -126,4 +127,41 @@ func TestMatchAttrBlobAgreesWithDecoding(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestSearchRowSetsKeepsNewestLimit compares the bounded head search with a
+// full sort, including traces that start at the same instant.
+func TestSearchRowSetsKeepsNewestLimit(t *testing.T) {
+	base := time.Unix(1_700_000_000, 0)
+	td := genTraces(genOpts{traces: 200, spansPerTrace: 3, seed: 3, base: base})
+	// Give every 4 consecutive traces the same start to exercise tie-breaking.
+	rows := tracesToRows(td)
+	byTrace := map[TraceID][]spanRow{}
+	for _, r := range rows {
+		byTrace[TraceID(r.TraceID)] = append(byTrace[TraceID(r.TraceID)], r)
+	}
+	i := 0
+	for _, rs := range byTrace {
+		shift := int64(i%4) * int64(time.Millisecond)
+		for k := range rs {
+			rs[k].StartUnixNano -= shift
+		}
+		i++
+	}
+	for _, limit := range []int{1, 7, 20, 500} {
+		got := searchRowSets(byTrace, SearchRequest{Limit: limit})
+		all := summarySet{}
+		for _, rs := range byTrace {
+			all.add(summarize(rs))
+		}
+		want := all.sorted(limit)
+		if len(got) != len(want) {
+			t.Fatalf("limit %d: got %d, want %d", limit, len(got), len(want))
+		}
+		for j := range want {
+			if got[j].TraceID != want[j].TraceID {
+				t.Fatalf("limit %d: position %d is %s, want %s", limit, j, got[j].TraceID, want[j].TraceID)
+			}
+		}
+	}
 }

@@ -150,7 +150,8 @@ func summarize(rows []spanRow) TraceSummary {
 	}
 	s.TraceID = rows[0].TraceID
 	minStart, maxEnd := rows[0].StartUnixNano, rows[0].endUnixNano()
-	services := map[string]struct{}{}
+	// Traces touch few services: a slice beats a map here.
+	services := make([]string, 0, 4)
 	var root *spanRow
 	for i := range rows {
 		r := &rows[i]
@@ -163,7 +164,16 @@ func summarize(rows []spanRow) TraceSummary {
 		if r.StatusCode == 2 {
 			s.ErrorCount++
 		}
-		services[r.Service] = struct{}{}
+		known := false
+		for _, sv := range services {
+			if sv == r.Service {
+				known = true
+				break
+			}
+		}
+		if !known {
+			services = append(services, r.Service)
+		}
 		// Earliest root wins; ties by span ID keep it deterministic.
 		if r.isRoot() && (root == nil || r.StartUnixNano < root.StartUnixNano ||
 			(r.StartUnixNano == root.StartUnixNano && compareBytes(r.SpanID[:], root.SpanID[:]) < 0)) {
@@ -176,7 +186,8 @@ func summarize(rows []spanRow) TraceSummary {
 	if root != nil {
 		s.RootService, s.RootOperation = root.Service, root.Name
 	}
-	s.Services = sortedKeys(services)
+	sort.Strings(services)
+	s.Services = services
 	return s
 }
 
