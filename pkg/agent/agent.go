@@ -68,11 +68,15 @@ type Agent struct {
 	self     *prometheus.Registry
 	m        *appMetrics
 
-	mu        sync.Mutex
-	conns     map[uint64]*tcpConn
-	listeners map[netip.AddrPort]string
-	localIPs  map[netip.Addr]bool
-	pids      map[uint32]*pidState
+	mu    sync.Mutex
+	conns map[uint64]*tcpConn
+	// recentlyClosed keeps the peer label of the last closed connections
+	// for events that follow the close (the RST of an abortive close).
+	recentlyClosed map[uint64]string
+	closedOrder    []uint64
+	listeners      map[netip.AddrPort]string
+	localIPs       map[netip.Addr]bool
+	pids           map[uint32]*pidState
 
 	events    *prometheus.CounterVec
 	l7Events  prometheus.Counter
@@ -117,17 +121,18 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 		host = h
 	}
 	a := &Agent{
-		cfg:       cfg,
-		logger:    logger,
-		host:      host,
-		resolver:  proc.NewResolver(cfg.ProcRoot),
-		tracker:   l7.NewTracker(0),
-		exported:  prometheus.NewRegistry(),
-		self:      prometheus.NewRegistry(),
-		conns:     map[uint64]*tcpConn{},
-		listeners: map[netip.AddrPort]string{},
-		localIPs:  localIPs(),
-		pids:      map[uint32]*pidState{},
+		cfg:            cfg,
+		logger:         logger,
+		host:           host,
+		resolver:       proc.NewResolver(cfg.ProcRoot),
+		tracker:        l7.NewTracker(0),
+		exported:       prometheus.NewRegistry(),
+		self:           prometheus.NewRegistry(),
+		conns:          map[uint64]*tcpConn{},
+		recentlyClosed: map[uint64]string{},
+		listeners:      map[netip.AddrPort]string{},
+		localIPs:       localIPs(),
+		pids:           map[uint32]*pidState{},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_agent_events_processed_total", Help: "Events read from the kernel ring buffers, by kind (l7, tcp).",
 		}, []string{"kind"}),
@@ -423,6 +428,12 @@ func (a *Agent) HandleTCP(ev *ebpf.TCPEvent) {
 		c.sent, c.received = max(c.sent, ev.BytesSent), max(c.received, ev.BytesReceived)
 		if ev.Type == ebpf.TCPClose {
 			delete(a.conns, ev.Sock)
+			if len(a.closedOrder) >= maxRecentlyClosed {
+				delete(a.recentlyClosed, a.closedOrder[0])
+				a.closedOrder = a.closedOrder[1:]
+			}
+			a.recentlyClosed[ev.Sock] = c.peer
+			a.closedOrder = append(a.closedOrder, ev.Sock)
 		}
 		a.mu.Unlock()
 		if dSent > 0 {
@@ -441,6 +452,10 @@ func (a *Agent) HandleTCP(ev *ebpf.TCPEvent) {
 		a.mu.Lock()
 		if c := a.conns[ev.Sock]; c != nil {
 			peer = c.peer
+		} else if p, ok := a.recentlyClosed[ev.Sock]; ok {
+			// The RST of an abortive close follows the close itself, when
+			// the kernel has already cleared the local port.
+			peer = p
 		}
 		a.mu.Unlock()
 		switch ev.Type {
@@ -455,6 +470,9 @@ func (a *Agent) HandleTCP(ev *ebpf.TCPEvent) {
 }
 
 const sweepEvery = uint64(time.Minute)
+
+// maxRecentlyClosed bounds Agent.recentlyClosed.
+const maxRecentlyClosed = 4096
 
 // maxTrackedConns bounds the user-space connection table.
 const maxTrackedConns = 1 << 18

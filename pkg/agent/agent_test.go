@@ -120,6 +120,47 @@ func runHelper(mode string) error {
 		return retransHelper()
 	case "load":
 		return loadHelper()
+	case "reset":
+		// The server aborts the connection (SO_LINGER 0): it sends an RST,
+		// the client receives it.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		accepted := make(chan error, 1)
+		go func() {
+			c, err := l.Accept()
+			if err == nil {
+				// Abort only once the client is connected and has written.
+				if _, err = c.Read(make([]byte, 1)); err == nil {
+					c.(*net.TCPConn).SetLinger(0)
+					_, err = c.Write([]byte("hi"))
+					c.Close()
+				}
+			}
+			accepted <- err
+		}()
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			return err
+		}
+		if _, err := c.Write([]byte("x")); err != nil {
+			return err
+		}
+		if err := <-accepted; err != nil {
+			return err
+		}
+		buf := make([]byte, 16)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				if !strings.Contains(err.Error(), "reset") {
+					return fmt.Errorf("read after abort: %v, want a reset", err)
+				}
+				break
+			}
+		}
+		c.Close()
+		fmt.Println("addr", l.Addr().String())
 	default:
 		return fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -411,4 +452,15 @@ func TestHTTPOverIPv6(t *testing.T) {
 	waitCount(t, a.Exported(), "http_client_request_duration_seconds", map[string]string{lService: "demo-http6",
 		"http_route": "/users/{id}", lPeer: addr}, n)
 	waitAtLeast(t, a, "tcp_connections_total", map[string]string{lService: "demo-http6", "direction": "inbound", lPeer: "::1"}, 1)
+}
+
+func TestResetsAndRTT(t *testing.T) {
+	a := startAgent(t, Config{})
+	h := startHelper(t, "reset", "OTEL_SERVICE_NAME=demo-reset")
+	addr := h.value("addr")
+	waitCount(t, a.Exported(), "tcp_resets_total", map[string]string{lService: "demo-reset", "direction": "sent", lPeer: "127.0.0.1"}, 1)
+	waitCount(t, a.Exported(), "tcp_resets_total", map[string]string{lService: "demo-reset", "direction": "received", lPeer: addr}, 1)
+	// Both ends received data ("hi", the handshake), so tcp_probe sampled
+	// the smoothed RTT of at least one of them.
+	waitAtLeast(t, a, "tcp_rtt_seconds", map[string]string{lService: "demo-reset"}, 1)
 }

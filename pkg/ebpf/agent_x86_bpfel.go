@@ -44,7 +44,7 @@ type agentL7Event struct {
 type agentSkOwner struct {
 	_            structs.HostLayout
 	Tgid         uint32
-	Pad          uint32
+	Closed       uint32
 	LastSampleNs uint64
 }
 

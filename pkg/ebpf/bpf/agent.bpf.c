@@ -68,7 +68,11 @@ struct sock_val {
 
 struct sk_owner {
 	u32 tgid;
-	u32 pad;
+	// closed is set when the socket reaches TCP_CLOSE. The entry is kept
+	// (the LRU evicts it) because an abortive close sends its RST after the
+	// state change; it is overwritten when the memory is reused for a new
+	// socket (connect or accept).
+	u32 closed;
 	u64 last_sample_ns;
 };
 
@@ -458,7 +462,7 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		return 0;
 	}
 	struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sk);
-	if (!o)
+	if (!o || o->closed)
 		return 0;
 	u32 tgid = o->tgid;
 	if (os == TCP_SYN_SENT && ns == TCP_ESTABLISHED) {
@@ -467,7 +471,7 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	}
 	if (ns == TCP_CLOSE) {
 		emit_tcp(os == TCP_SYN_SENT ? TCP_EV_CONNECT_FAILED : TCP_EV_CLOSE, (struct sock *)sk, tgid, 0);
-		bpf_map_delete_elem(&sk_owners, &sk);
+		o->closed = 1;
 	}
 	return 0;
 }
@@ -477,7 +481,7 @@ int tcp_retransmit_skb(struct trace_event_raw_tcp_retransmit_skb *ctx)
 {
 	u64 sk = (u64)ctx->skaddr;
 	struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sk);
-	if (!o)
+	if (!o || o->closed)
 		return 0;
 	emit_tcp(TCP_EV_RETRANSMIT, (struct sock *)sk, o->tgid, 0);
 	return 0;
@@ -491,7 +495,7 @@ int tcp_probe(struct trace_event_raw_tcp_probe *ctx)
 {
 	u64 sk = (u64)ctx->skaddr;
 	struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sk);
-	if (!o)
+	if (!o || o->closed)
 		return 0;
 	u64 now = bpf_ktime_get_ns();
 	if (o->last_sample_ns && now - o->last_sample_ns < SAMPLE_INTERVAL_NS)
@@ -519,7 +523,7 @@ int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
 {
 	u64 sk = (u64)ctx->skaddr;
 	struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sk);
-	if (!o)
+	if (!o || o->closed)
 		return 0;
 	emit_tcp(TCP_EV_RESET_RECEIVED, (struct sock *)sk, o->tgid, 0);
 	return 0;
