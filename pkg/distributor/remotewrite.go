@@ -97,12 +97,12 @@ func (d *Distributor) rwDecodeMiddleware(bufPool *sync.Pool) func(http.Handler) 
 			}
 			if ct := r.Header.Get("Content-Type"); ct != "" {
 				if _, err := remoteapi.ParseProtoMsg(ct); err != nil {
-					http.Error(w, err.Error(), http.StatusUnsupportedMediaType)
+					rwError(w, r, err.Error(), http.StatusUnsupportedMediaType)
 					return
 				}
 			}
 			if enc := r.Header.Get("Content-Encoding"); enc != "" && enc != string(remoteapi.SnappyBlockCompression) {
-				http.Error(w, fmt.Sprintf("Content-Encoding %q is not supported; remote write bodies must be snappy block-compressed", enc), http.StatusUnsupportedMediaType)
+				rwError(w, r, fmt.Sprintf("Content-Encoding %q is not supported; remote write bodies must be snappy block-compressed", enc), http.StatusUnsupportedMediaType)
 				return
 			}
 			limit := d.overrides.MaxRecvMsgSize(tenantOf(r.Context()))
@@ -112,24 +112,24 @@ func (d *Distributor) rwDecodeMiddleware(bufPool *sync.Pool) func(http.Handler) 
 			if err := readBody(r.Body, r.ContentLength, limit, buf); err != nil {
 				var tl errTooLarge
 				if errors.As(err, &tl) {
-					http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+					rwError(w, r, err.Error(), http.StatusRequestEntityTooLarge)
 					return
 				}
-				http.Error(w, err.Error(), http.StatusBadRequest)
+				rwError(w, r, err.Error(), http.StatusBadRequest)
 				return
 			}
 			n, err := snappy.DecodedLen(buf.Bytes())
 			if err != nil {
-				http.Error(w, fmt.Sprintf("body is not snappy block-compressed: %v", err), http.StatusBadRequest)
+				rwError(w, r, fmt.Sprintf("body is not snappy block-compressed: %v", err), http.StatusBadRequest)
 				return
 			}
 			if limit > 0 && n > limit {
-				http.Error(w, errTooLarge{size: n, limit: limit}.Error()+" after snappy decompression", http.StatusRequestEntityTooLarge)
+				rwError(w, r, errTooLarge{size: n, limit: limit}.Error()+" after snappy decompression", http.StatusRequestEntityTooLarge)
 				return
 			}
 			decoded, err := snappy.Decode(nil, buf.Bytes())
 			if err != nil {
-				http.Error(w, fmt.Sprintf("body is not snappy block-compressed: %v", err), http.StatusBadRequest)
+				rwError(w, r, fmt.Sprintf("body is not snappy block-compressed: %v", err), http.StatusBadRequest)
 				return
 			}
 			r.Body = decodedBody{Reader: bytes.NewReader(decoded), data: decoded}
@@ -137,6 +137,18 @@ func (d *Distributor) rwDecodeMiddleware(bufPool *sync.Pool) func(http.Handler) 
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// rwError answers an error found before the request reached Store. Remote
+// write 2.0 requires the written-counts headers on every response, errors
+// included, so a 2.0 sender learns that nothing was written.
+func rwError(w http.ResponseWriter, r *http.Request, msg string, code int) {
+	if mt, err := remoteapi.ParseProtoMsg(r.Header.Get("Content-Type")); err == nil && mt == remoteapi.WriteV2MessageType {
+		for _, h := range []string{"X-Prometheus-Remote-Write-Samples-Written", "X-Prometheus-Remote-Write-Histograms-Written", "X-Prometheus-Remote-Write-Exemplars-Written"} {
+			w.Header().Set(h, "0")
+		}
+	}
+	http.Error(w, msg, code)
 }
 
 // RemoteWriteHandler serves Prometheus remote write 1.0 and 2.0 (POST, snappy,

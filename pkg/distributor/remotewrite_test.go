@@ -340,13 +340,20 @@ func TestRemoteWriteBadRequests(t *testing.T) {
 			}(), http.StatusBadRequest, "outside of the symbols table"},
 		{"too large compressed", snappyHdr, bytes.Repeat([]byte("abcdefgh"), 400), http.StatusRequestEntityTooLarge, "-distributor.max-recv-msg-size"},
 		{"too large decoded", snappyHdr, snappy.Encode(nil, bytes.Repeat([]byte{0x0a, 0x00}, 4096)), http.StatusRequestEntityTooLarge, "after snappy decompression"},
+		{"too large v2", map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request", "Content-Encoding": "snappy"},
+			bytes.Repeat([]byte("abcdefgh"), 400), http.StatusRequestEntityTooLarge, "-distributor.max-recv-msg-size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, body, _ := env.post(t, "/api/v1/push", tc.headers, bytes.NewReader(tc.body))
+			code, body, hdr := env.post(t, "/api/v1/push", tc.headers, bytes.NewReader(tc.body))
 			if code != tc.code {
 				t.Fatalf("status = %d, want %d; body %s", code, tc.code, body)
 			}
 			mustContain(t, body, tc.contains)
+			if strings.Contains(tc.headers["Content-Type"], "write.v2") {
+				if got := hdr.Get("X-Prometheus-Remote-Write-Samples-Written"); got != "0" {
+					t.Errorf("RW 2.0 error without written headers (samples = %q)", got)
+				}
+			}
 		})
 	}
 	resp, err := env.srv.Client().Get(env.srv.URL + "/api/v1/push")
