@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/prometheus/tsdb"
 	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/thanos/pkg/block/metadata"
 
@@ -159,6 +160,7 @@ func (s *shipper) sync(ctx context.Context) (int, error) {
 	sort.Slice(blocks, func(a, b int) bool { return blocks[a].MinTime() < blocks[b].MinTime() })
 	var (
 		uploaded int
+		changed  bool
 		errs     []error
 	)
 	for _, b := range blocks {
@@ -167,11 +169,13 @@ func (s *shipper) sync(ctx context.Context) (int, error) {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return uploaded, err
+			errs = append(errs, err)
+			break
 		}
 		if b.Meta().Stats.NumSamples == 0 {
 			// Nothing worth uploading; remember it so retention can remove it.
 			s.markShipped(id)
+			changed = true
 			continue
 		}
 		if err := s.upload(ctx, b.Dir()); err != nil {
@@ -180,16 +184,40 @@ func (s *shipper) sync(ctx context.Context) (int, error) {
 			continue
 		}
 		s.markShipped(id)
+		changed = true
 		uploaded++
 		s.metrics.blocksShipped.Inc()
 		s.logger.Info("shipped block", "block", id.String(), "mint", b.MinTime(), "maxt", b.MaxTime())
 	}
-	if uploaded > 0 || len(errs) == 0 {
+	// Forget blocks that are gone locally (deleted by retention), so the state file
+	// does not grow forever.
+	if s.prune(blocks) {
+		changed = true
+	}
+	// Persist what was shipped even when something failed, so it is not uploaded again.
+	if changed {
 		if err := s.save(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return uploaded, errors.Join(errs...)
+}
+
+func (s *shipper) prune(blocks []*tsdb.Block) bool {
+	present := make(map[ulid.ULID]struct{}, len(blocks))
+	for _, b := range blocks {
+		present[b.Meta().ULID] = struct{}{}
+	}
+	s.mtx.Lock()
+	defer s.mtx.Unlock()
+	pruned := false
+	for id := range s.shipped {
+		if _, ok := present[id]; !ok {
+			delete(s.shipped, id)
+			pruned = true
+		}
+	}
+	return pruned
 }
 
 func (s *shipper) markShipped(id ulid.ULID) {

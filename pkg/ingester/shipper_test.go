@@ -214,6 +214,20 @@ func TestShippingAndRetention(t *testing.T) {
 		}
 	}
 
+	// The next shipper pass forgets the deleted blocks.
+	ing.shipAll(context.Background())
+	stateBytes, err = os.ReadFile(filepath.Join(cfg.DataDir, "tsdb", "team-a", ShippedStateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = shippedState{}
+	if err := json.Unmarshal(stateBytes, &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Shipped) != 0 {
+		t.Fatalf("shipped state still lists deleted blocks: %s", stateBytes)
+	}
+
 	// Idle, empty and fully shipped: the tenant is closed and its directory removed.
 	ing.closeIdleTSDBs()
 	if ing.getTSDB("team-a") != nil {

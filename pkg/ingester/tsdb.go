@@ -106,7 +106,7 @@ func (i *Ingester) openTSDB(tenant string) (*userTSDB, error) {
 		i.tsdbMetrics.remove(tenant)
 		return nil, fmt.Errorf("open TSDB for tenant %q in %s: %w", tenant, dir, err)
 	}
-	// Vigil decides when to cut blocks (compactionLoop), so that compaction and shipping
+	// Vigil decides when to cut blocks (the running loop), so that compaction and shipping
 	// run together and forced flushes do not race Prometheus' own compaction goroutine.
 	db.DisableCompactions()
 	u.db = db
