@@ -265,8 +265,7 @@ func fnvAddByte(h uint32, b byte) uint32 {
 
 // instanceResponse is one ingester's answer for the items it was sent.
 type instanceResponse struct {
-	indexes []int
-	resp    *ingclient.PushResponse
+	resp *ingclient.PushResponse
 }
 
 // send shards req over the ring and pushes to ingesters, succeeding once
@@ -313,7 +312,7 @@ func (d *Distributor) send(ctx context.Context, tenant string, req *prompb.Write
 			return fmt.Errorf("push to ingester %s (%s): %w", inst.Id, inst.Addr, err)
 		}
 		mu.Lock()
-		responses = append(responses, instanceResponse{indexes: indexes, resp: resp})
+		responses = append(responses, instanceResponse{resp: resp})
 		mu.Unlock()
 		return nil
 	}, ring.DoBatchOptions{Cleanup: cancel, IsClientError: isClientError})
