@@ -389,12 +389,23 @@ func (s *blockStore) Search(ctx context.Context, tenant string, req SearchReques
 				}
 			}
 		}
+		// Only the newest `limit` of a block can ever be returned.
+		top := make([]TraceSummary, 0, limit+1)
 		for i := range sums {
-			if sel[i] {
-				found.add(sums[i])
+			if !sel[i] || (len(top) == limit && !summaryBefore(&sums[i], &top[limit-1])) {
+				continue
+			}
+			at := sort.Search(len(top), func(j int) bool { return summaryBefore(&sums[i], &top[j]) })
+			top = append(top, TraceSummary{})
+			copy(top[at+1:], top[at:])
+			top[at] = sums[i]
+			if len(top) > limit {
+				top = top[:limit]
 			}
 		}
-		// Only the newest `limit` can ever be returned; keep the set small.
+		for _, t := range top {
+			found.add(t)
+		}
 		found.trim(limit)
 	}
 	return found.sorted(limit), nil
