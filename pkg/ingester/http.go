@@ -6,7 +6,9 @@ import (
 	"net/http"
 
 	"github.com/gorilla/mux"
+	"github.com/grafana/dskit/services"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
 )
@@ -43,7 +45,27 @@ func (i *Ingester) flushHandler(w http.ResponseWriter, r *http.Request) {
 // services (thanos.Store, thanos.Exemplars, thanos.Metadata, thanos.info.Info) on s.
 // The server must run dskit's ServerUserHeaderInterceptor/StreamServerUserHeaderInterceptor
 // so the tenant reaches the context; client.ServerOptions() is recommended for speed.
+//
+// It also registers the standard gRPC health service (SERVING while the ingester runs),
+// which the distributor's dskit client pool health-checks, unless another component
+// registered one on s already.
 func (i *Ingester) RegisterGRPC(s *grpc.Server) {
 	client.RegisterIngesterServer(s, i)
 	i.registerQueryServices(s)
+	if _, ok := s.GetServiceInfo()[grpc_health_v1.Health_ServiceDesc.ServiceName]; !ok {
+		grpc_health_v1.RegisterHealthServer(s, healthServer{i: i})
+	}
+}
+
+// healthServer reports SERVING while the ingester is running.
+type healthServer struct {
+	grpc_health_v1.UnimplementedHealthServer
+	i *Ingester
+}
+
+func (h healthServer) Check(context.Context, *grpc_health_v1.HealthCheckRequest) (*grpc_health_v1.HealthCheckResponse, error) {
+	if h.i.State() == services.Running {
+		return &grpc_health_v1.HealthCheckResponse{Status: grpc_health_v1.HealthCheckResponse_SERVING}, nil
+	}
+	return &grpc_health_v1.HealthCheckResponse{Status: grpc_health_v1.HealthCheckResponse_NOT_SERVING}, nil
 }

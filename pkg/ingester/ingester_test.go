@@ -22,7 +22,10 @@ import (
 	"github.com/thanos-io/thanos/pkg/exemplars/exemplarspb"
 	"github.com/thanos-io/thanos/pkg/metadata/metadatapb"
 	"github.com/thanos-io/thanos/pkg/store/storepb"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
@@ -913,4 +916,22 @@ func TestStalledQueryReleasedByCancel(t *testing.T) {
 	if got := querySeries(t, c, "t1", base, base); len(got) != 5000 {
 		t.Fatalf("after flush %d series, want 5000", len(got))
 	}
+}
+
+func TestGRPCHealth(t *testing.T) {
+	ing := startIngester(t, testConfig(t), nil, nil)
+	c := serveGRPC(t, ing)
+	// dskit's client pool health-checks with this dummy tenant.
+	resp, err := c.Check(ctxFor("0"), &grpc_health_v1.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != grpc_health_v1.HealthCheckResponse_SERVING {
+		t.Fatalf("health %s", resp.Status)
+	}
+	// A server that already has a health service keeps it (no duplicate-registration panic).
+	srv := grpc.NewServer()
+	grpc_health_v1.RegisterHealthServer(srv, health.NewServer())
+	ing.RegisterGRPC(srv)
+	srv.Stop()
 }
