@@ -394,66 +394,91 @@ func readRange(ctx context.Context, bkt objstore.BucketReader, name string, off,
 	return buf, nil
 }
 
-// rangeReaderAt serves Parquet reads from prefetched byte ranges (footer, one
-// row group) and falls back to object-storage range reads for anything else.
-type rangeReaderAt struct {
-	ctx  context.Context
-	bkt  objstore.BucketReader
-	name string
-	segs []segment
+// traceIDRow is the projection used to locate a trace inside a row group.
+type traceIDRow struct {
+	TraceID [16]byte `parquet:"trace_id"`
 }
 
-type segment struct {
-	off  int64
-	data []byte
+// blockReaderAt is the io.ReaderAt behind an opened data file. The footer is
+// held in memory; row groups are fetched with one range read each and kept in
+// the querier's LRU, so a shared *parquet.File never re-parses its footer and
+// hot row groups are not fetched twice.
+type blockReaderAt struct {
+	bkt    objstore.BucketReader
+	name   string
+	ix     *blockIndex
+	footer []byte
+	cache  *lruCache
+	key    string // cache key prefix of this block
 }
 
-func (r *rangeReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	for _, s := range r.segs {
-		if off >= s.off && off+int64(len(p)) <= s.off+int64(len(s.data)) {
-			return copy(p, s.data[off-s.off:]), nil
+func (r *blockReaderAt) rowGroupKey(g int) string { return fmt.Sprintf("%s/rg/%d", r.key, g) }
+
+// rowGroup returns the bytes of row group g, fetching them if needed.
+func (r *blockReaderAt) rowGroup(ctx context.Context, g int) ([]byte, error) {
+	if v, ok := r.cache.get(r.rowGroupKey(g)); ok {
+		return v.([]byte), nil
+	}
+	info := r.ix.RowGroups[g]
+	b, err := readRange(ctx, r.bkt, r.name, info.Offset, info.Length)
+	if err != nil {
+		return nil, err
+	}
+	r.cache.add(r.rowGroupKey(g), b, int64(len(b)))
+	return b, nil
+}
+
+func (r *blockReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	end := off + int64(len(p))
+	if end <= 4 { // the leading magic is a constant
+		return copy(p, "PAR1"[off:]), nil
+	}
+	if off >= r.ix.FooterOffset && end <= r.ix.FooterOffset+int64(len(r.footer)) {
+		return copy(p, r.footer[off-r.ix.FooterOffset:]), nil
+	}
+	for g, info := range r.ix.RowGroups {
+		if off >= info.Offset && end <= info.Offset+info.Length {
+			// Callers prefetch with their context; this fallback only runs
+			// if the LRU evicted the group in between.
+			b, err := r.rowGroup(context.Background(), g)
+			if err != nil {
+				return 0, err
+			}
+			return copy(p, b[off-info.Offset:]), nil
 		}
 	}
-	b, err := readRange(r.ctx, r.bkt, r.name, off, int64(len(p)))
+	b, err := readRange(context.Background(), r.bkt, r.name, off, int64(len(p)))
 	if err != nil {
 		return 0, err
 	}
 	return copy(p, b), nil
 }
 
-// traceIDRow is the projection used to locate a trace inside a row group.
-type traceIDRow struct {
-	TraceID [16]byte `parquet:"trace_id"`
-}
-
-// readTraceRows returns the spans of trace id from the given row groups of a
-// data file. footer holds the bytes from FooterOffset to the end of the file.
-// Each row group is fetched with one range read; the trace_id column alone is
-// decoded to find the trace's rows, then only those rows are materialised.
-func readTraceRows(ctx context.Context, bkt objstore.BucketReader, name string, size int64, ix *blockIndex, footer []byte, groups []int, id TraceID) ([]spanRow, error) {
-	// The leading magic is a constant; serving it locally saves a request.
-	r := &rangeReaderAt{ctx: ctx, bkt: bkt, name: name, segs: []segment{{off: 0, data: []byte("PAR1")}, {off: ix.FooterOffset, data: footer}}}
-	for _, g := range groups {
-		info := ix.RowGroups[g]
-		b, err := readRange(ctx, bkt, name, info.Offset, info.Length)
-		if err != nil {
-			return nil, err
-		}
-		r.segs = append(r.segs, segment{off: info.Offset, data: b})
-	}
+// openDataFile opens a block's data file over a blockReaderAt.
+func openDataFile(r *blockReaderAt, size int64) (*parquet.File, error) {
 	f, err := parquet.OpenFile(r, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", name, err)
+		return nil, fmt.Errorf("open %s: %w", r.name, err)
 	}
+	return f, nil
+}
+
+// readTraceRows returns the spans of trace id from the given row groups of
+// an opened data file. The trace_id column alone is decoded to find the
+// trace's rows; only those rows are materialised.
+func readTraceRows(ctx context.Context, f *parquet.File, r *blockReaderAt, groups []int, id TraceID) ([]spanRow, error) {
 	rgs := f.RowGroups()
 	var out []spanRow
 	for _, g := range groups {
 		if g >= len(rgs) {
-			return nil, fmt.Errorf("%s: row group %d out of range", name, g)
+			return nil, fmt.Errorf("%s: row group %d out of range", r.name, g)
+		}
+		if _, err := r.rowGroup(ctx, g); err != nil {
+			return nil, err
 		}
 		ids, err := readAllRows(parquet.NewGenericRowGroupReader[traceIDRow](rgs[g]), int(rgs[g].NumRows()))
 		if err != nil {
-			return nil, fmt.Errorf("read trace IDs of row group %d of %s: %w", g, name, err)
+			return nil, fmt.Errorf("read trace IDs of row group %d of %s: %w", g, r.name, err)
 		}
 		lo := sort.Search(len(ids), func(i int) bool { return compareBytes(ids[i].TraceID[:], id[:]) >= 0 })
 		hi := lo
@@ -466,15 +491,15 @@ func readTraceRows(ctx context.Context, bkt objstore.BucketReader, name string, 
 		rd := parquet.NewGenericRowGroupReader[spanRow](rgs[g])
 		if err := rd.SeekToRow(int64(lo)); err != nil {
 			rd.Close()
-			return nil, fmt.Errorf("seek row group %d of %s: %w", g, name, err)
+			return nil, fmt.Errorf("seek row group %d of %s: %w", g, r.name, err)
 		}
 		rows, err := readAllRows(rd, hi-lo)
 		if err != nil {
-			return nil, fmt.Errorf("read row group %d of %s: %w", g, name, err)
+			return nil, fmt.Errorf("read row group %d of %s: %w", g, r.name, err)
 		}
 		for i := range rows {
 			if rows[i].TraceID != id {
-				return nil, fmt.Errorf("%s: row group %d: row %d has trace %x, want %s", name, g, lo+i, rows[i].TraceID, id)
+				return nil, fmt.Errorf("%s: row group %d: row %d has trace %x, want %s", r.name, g, lo+i, rows[i].TraceID, id)
 			}
 		}
 		out = append(out, rows...)

@@ -2,6 +2,7 @@ package tracestore
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -122,6 +123,35 @@ func TestFlushDeleteHeadQueryFromBucket(t *testing.T) {
 	}
 	if n := bkt.ranges[blockDataFile]; n != 1 {
 		t.Fatalf("cached lookup made %d range reads, want 1", n)
+	}
+	// The same trace again: footer and row group both cached.
+	bkt.reset()
+	if _, found, err := q.TraceByID(ctx, testTraceID(42, 7), time.Time{}, time.Time{}); err != nil || !found {
+		t.Fatalf("third lookup: %v %v", found, err)
+	}
+	if n := bkt.ranges[blockDataFile]; n != 0 {
+		t.Fatalf("repeated lookup made %d range reads, want 0", n)
+	}
+	// Concurrent lookups share the opened data file and cached row groups.
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < 300; i += 8 {
+				got, found, err := q.TraceByID(ctx, testTraceID(42, i), time.Time{}, time.Time{})
+				if err != nil || !found || got.SpanCount() != 5 {
+					errs <- fmt.Errorf("trace %d: found=%v spans=%d err=%v", i, found, got.SpanCount(), err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 	// A trace that does not exist: the bloom filter answers, no data reads.
 	bkt.reset()

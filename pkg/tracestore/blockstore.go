@@ -242,21 +242,36 @@ func (s *blockStore) dependencies(ctx context.Context, tenant string, m *BlockMe
 	return v.([]DependencyLink), nil
 }
 
-func (s *blockStore) footer(ctx context.Context, tenant string, m *BlockMeta, ix *blockIndex) ([]byte, error) {
-	key := tenant + "/" + m.ULID.String() + "/footer"
-	if v, ok := s.cache.get(key); ok {
-		return v.([]byte), nil
+// dataFile returns the block's opened data file, cached so its footer is
+// fetched and parsed once.
+func (s *blockStore) dataFile(ctx context.Context, tenant string, m *BlockMeta, ix *blockIndex) (*parquet.File, *blockReaderAt, error) {
+	key := tenant + "/" + m.ULID.String()
+	type opened struct {
+		f *parquet.File
+		r *blockReaderAt
+	}
+	if v, ok := s.cache.get(key + "/file"); ok {
+		o := v.(opened)
+		return o.f, o.r, nil
 	}
 	size := m.fileSize(blockDataFile)
 	if size < ix.FooterOffset {
-		return nil, fmt.Errorf("block %s: footer offset %d beyond data size %d", m.ULID, ix.FooterOffset, size)
+		return nil, nil, fmt.Errorf("block %s: footer offset %d beyond data size %d", m.ULID, ix.FooterOffset, size)
 	}
-	b, err := readRange(ctx, bucket.ForTenant(s.bkt, tenant), path.Join(tracesDir, m.ULID.String(), blockDataFile), ix.FooterOffset, size-ix.FooterOffset)
+	tbkt := bucket.ForTenant(s.bkt, tenant)
+	name := path.Join(tracesDir, m.ULID.String(), blockDataFile)
+	footer, err := readRange(ctx, tbkt, name, ix.FooterOffset, size-ix.FooterOffset)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	s.cache.add(key, b, int64(len(b)))
-	return b, nil
+	r := &blockReaderAt{bkt: tbkt, name: name, ix: ix, footer: footer, cache: s.cache, key: key}
+	f, err := openDataFile(r, size)
+	if err != nil {
+		return nil, nil, fmt.Errorf("block %s: %w", m.ULID, err)
+	}
+	// The parsed metadata is several times the encoded footer.
+	s.cache.add(key+"/file", opened{f, r}, int64(len(footer))*8)
+	return f, r, nil
 }
 
 func inRange(m *BlockMeta, start, end time.Time) bool {
@@ -291,12 +306,11 @@ func (s *blockStore) traceRows(ctx context.Context, tenant string, id TraceID, s
 		if len(groups) == 0 {
 			continue
 		}
-		footer, err := s.footer(ctx, tenant, m, ix)
+		f, r, err := s.dataFile(ctx, tenant, m, ix)
 		if err != nil {
 			return nil, err
 		}
-		name := path.Join(tracesDir, m.ULID.String(), blockDataFile)
-		rows, err := readTraceRows(ctx, bucket.ForTenant(s.bkt, tenant), name, m.fileSize(blockDataFile), ix, footer, groups, id)
+		rows, err := readTraceRows(ctx, f, r, groups, id)
 		if err != nil {
 			return nil, fmt.Errorf("block %s: %w", m.ULID, err)
 		}
