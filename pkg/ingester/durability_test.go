@@ -18,6 +18,7 @@ import (
 const (
 	helperDirEnv    = "VIGIL_INGESTER_HELPER_DIR"
 	helperBaseEnv   = "VIGIL_INGESTER_HELPER_BASE"
+	helperFsyncEnv  = "VIGIL_INGESTER_HELPER_FSYNC"
 	helperSeries    = 20
 	helperAcksToRun = 300
 )
@@ -50,6 +51,7 @@ func TestHelperIngesterProcess(t *testing.T) {
 	cfg.Ring.InstanceID = "helper"
 	// Small segments so the kill often lands around a segment rotation too.
 	cfg.WALSegmentSize = 64 << 10
+	cfg.WALFsyncOnPush = os.Getenv(helperFsyncEnv) == "1"
 	ing, err := New(cfg, nil, nil, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -72,12 +74,22 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a child process")
 	}
+	for _, fsync := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fsync-on-push=%v", fsync), func(t *testing.T) { testKill9(t, fsync) })
+	}
+}
+
+func testKill9(t *testing.T, fsync bool) {
 	dir := t.TempDir()
 	base := time.Now().Add(-10 * time.Minute).UnixMilli()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperIngesterProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperDirEnv+"="+dir, helperBaseEnv+"="+strconv.FormatInt(base, 10))
+	fsyncEnv := "0"
+	if fsync {
+		fsyncEnv = "1"
+	}
+	cmd.Env = append(os.Environ(), helperDirEnv+"="+dir, helperBaseEnv+"="+strconv.FormatInt(base, 10), helperFsyncEnv+"="+fsyncEnv)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
