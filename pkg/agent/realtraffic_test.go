@@ -116,20 +116,11 @@ func TestRedisClientOperations(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
 	waitTCP(t, "127.0.0.1:"+port)
-	run := func(args ...string) string {
-		c := exec.Command(cli, append([]string{"-h", "127.0.0.1", "-p", port}, args...)...)
-		c.Env = append(os.Environ(), "OTEL_SERVICE_NAME=demo-redis-cli")
-		out, err := c.CombinedOutput()
-		if err != nil {
-			t.Fatalf("redis-cli %v: %v: %s", args, err, out)
-		}
-		return string(out)
-	}
-	run("SET", "k", "v")
-	run("GET", "k")
-	if out := run("INCR", "k"); !strings.Contains(out, "ERR") {
-		t.Fatalf("INCR on a string did not fail: %s", out)
-	}
+	// One long-lived redis-cli reading commands from stdin: the agent names
+	// a process from /proc while it runs, and a CLI that exits within
+	// milliseconds of its only command could be gone by then.
+	rc := startClient(t, exec.Command(cli, "-h", "127.0.0.1", "-p", port), "OTEL_SERVICE_NAME=demo-redis-cli")
+	rc.send("SET k v\nGET k\nINCR k\n")
 	base := map[string]string{lService: "demo-redis-cli", "db_system": "redis", lPeer: "127.0.0.1:" + port}
 	with := func(kv ...string) map[string]string {
 		m := map[string]string{}
@@ -144,6 +135,9 @@ func TestRedisClientOperations(t *testing.T) {
 	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "SET", "error_type", ""), 1)
 	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "GET", "error_type", ""), 1)
 	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "INCR", "error_type", "ERR"), 1)
+	if out := rc.close(); !strings.Contains(out, "ERR") {
+		t.Fatalf("INCR on a string did not fail: %s", out)
+	}
 }
 
 func TestPostgresClientOperations(t *testing.T) {
@@ -213,14 +207,6 @@ func TestPostgresClientOperations(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	run := func(sql string, wantErr bool) {
-		c := exec.Command(psql, "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", "postgres", "-X", "-c", sql)
-		c.Env = append(os.Environ(), "OTEL_SERVICE_NAME=demo-psql", "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=10")
-		out, err := c.CombinedOutput()
-		if (err != nil) != wantErr {
-			t.Fatalf("psql %q: err=%v: %s", sql, err, out)
-		}
-	}
 	// The server may accept TCP before it accepts logins.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -234,10 +220,10 @@ func TestPostgresClientOperations(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	run("SELECT 1", false)
-	run("CREATE TABLE t (a int)", false)
-	run("INSERT INTO t VALUES (1)", false)
-	run("SELECT * FROM missing_table", true)
+	// A long-lived psql reading statements from stdin (see the Redis test).
+	client := startClient(t, exec.Command(psql, "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", "postgres", "-X"),
+		"OTEL_SERVICE_NAME=demo-psql", "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=10")
+	client.send("SELECT 1;\nCREATE TABLE t (a int);\nINSERT INTO t VALUES (1);\nSELECT * FROM missing_table;\n")
 	base := map[string]string{lService: "demo-psql", "db_system": "postgresql", lPeer: "127.0.0.1:" + port}
 	with := func(kv ...string) map[string]string {
 		m := map[string]string{}
@@ -253,6 +239,54 @@ func TestPostgresClientOperations(t *testing.T) {
 	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "CREATE", "error_type", ""), 1)
 	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "INSERT", "error_type", ""), 1)
 	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "SELECT", "error_type", "42P01"), 1)
+	if out := client.close(); !strings.Contains(out, "missing_table") {
+		t.Fatalf("psql output lacks the expected error: %s", out)
+	}
+}
+
+// client is a CLI kept running with its stdin as a pipe.
+type client struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *strings.Builder
+	done  chan struct{}
+}
+
+func startClient(t *testing.T, cmd *exec.Cmd, env ...string) *client {
+	t.Helper()
+	cmd.Env = append(os.Environ(), env...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, cmd: cmd, stdin: stdin, out: &out, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(c.done) }()
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		<-c.done
+	})
+	return c
+}
+
+func (c *client) send(s string) {
+	c.t.Helper()
+	if _, err := io.WriteString(c.stdin, s); err != nil {
+		c.t.Fatalf("writing to %s: %v", c.cmd.Path, err)
+	}
+}
+
+// close ends the input, waits for the client to exit and returns its output.
+func (c *client) close() string {
+	c.stdin.Close()
+	<-c.done
+	return c.out.String()
 }
 
 // dnsServer answers A queries with 127.0.0.1, AAAA with no data, and names
