@@ -386,17 +386,19 @@ func (s *blockStore) Search(ctx context.Context, tenant string, req SearchReques
 		default:
 			// Operation/kind conditions: the postings name the traces with
 			// such a span. Attribute conditions then need the spans.
-			post, err := s.postings(ctx, tenant, meta)
-			if err != nil {
-				return nil, err
-			}
-			keep := make([]bool, len(sums))
-			for _, o := range post.matching(&m) {
-				if int(o) < len(sums) && sel[o] {
-					keep[o] = true
+			if req.Service != "" || req.Operation != "" || m.kind >= 0 {
+				post, err := s.postings(ctx, tenant, meta)
+				if err != nil {
+					return nil, err
 				}
+				keep := make([]bool, len(sums))
+				for _, o := range post.matching(&m) {
+					if int(o) < len(sums) && sel[o] {
+						keep[o] = true
+					}
+				}
+				sel = keep
 			}
-			sel = keep
 			if len(req.Attributes) > 0 {
 				if err := s.matchSpans(ctx, tenant, meta, &m, sums, sel); err != nil {
 					return nil, err
