@@ -586,3 +586,47 @@ func TestFailedUploadKeepsWALAndBacksOff(t *testing.T) {
 		}
 	}
 }
+
+// TestWALGroupCommit holds the sync lock while several appends buffer their
+// records, then releases it: one fsync must cover all of them.
+func TestWALGroupCommit(t *testing.T) {
+	w, _, err := openWAL(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	const n = 10
+	w.syncMu.Lock()
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func(i int) { errs <- w.Append([]byte(fmt.Sprintf("record %d", i))) }(i)
+	}
+	deadline := time.After(30 * time.Second)
+	poll := time.NewTicker(time.Millisecond)
+	defer poll.Stop()
+	for {
+		w.mu.Lock()
+		written := w.written
+		w.mu.Unlock()
+		if written == n {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("only %d appends buffered", written)
+		case <-poll.C:
+		}
+	}
+	w.syncMu.Unlock()
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.syncMu.Lock()
+	syncs := w.syncs
+	w.syncMu.Unlock()
+	if syncs != 1 {
+		t.Fatalf("%d fsyncs for %d concurrent appends, want 1", syncs, n)
+	}
+}

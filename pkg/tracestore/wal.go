@@ -86,6 +86,7 @@ type wal struct {
 
 	syncMu sync.Mutex
 	synced uint64 // records known durable; guarded by syncMu
+	syncs  uint64 // fsyncs done by group commits; guarded by syncMu
 }
 
 func openWAL(dir string) (*wal, []int, error) {
@@ -210,6 +211,7 @@ func (w *wal) syncUpTo(rec uint64) error {
 		return err
 	}
 	w.synced = target
+	w.syncs++
 	return nil
 }
 
