@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/tsdb"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
 )
@@ -93,6 +95,51 @@ func benchmarkPush(b *testing.B, overGRPC bool) {
 	for n := 0; n < b.N; n++ {
 		round := 1 + n/len(batches)
 		push(round, batches[n%len(batches)])
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batchSize), "ns/sample")
+}
+
+// BenchmarkPrometheusTSDBAppendReference is the reference for BenchmarkIngesterPush: the
+// same batches appended into a plain Prometheus TSDB (default options, WAL on) the way
+// Prometheus' own remote-write handler does (labels from prompb, Append, Commit).
+// Compare ns/sample of the two in one run.
+func BenchmarkPrometheusTSDBAppendReference(b *testing.B) {
+	const (
+		numSeries = 100_000
+		batchSize = 2000
+	)
+	db, err := tsdb.Open(b.TempDir(), nil, nil, tsdb.DefaultOptions(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	lsets := benchSeries(numSeries)
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	builder := labels.NewScratchBuilder(16)
+	appendBatch := func(round int, off int) {
+		app := db.Appender(context.Background())
+		for _, ls := range lsets[off : off+batchSize] {
+			builder.Reset()
+			for _, l := range ls {
+				builder.Add(l.Name, l.Value)
+			}
+			if _, err := app.Append(0, builder.Labels(), base+int64(round)*15_000, float64(round)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := app.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for off := 0; off < numSeries; off += batchSize {
+		appendBatch(0, off)
+	}
+	batches := numSeries / batchSize
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		appendBatch(1+n/batches, (n%batches)*batchSize)
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batchSize), "ns/sample")
