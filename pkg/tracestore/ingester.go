@@ -125,6 +125,17 @@ func NewTraceIngester(cfg IngesterConfig, bkt objstore.Bucket, limits Limits, lo
 			Name: "vigil_ingester_trace_block_flush_failures_total", Help: "Failed trace block uploads (retried).",
 		}),
 	}
+	// Head size for dashboards and alerts: computed at scrape time so the
+	// push path pays nothing for it.
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "vigil_ingester_trace_head_bytes", Help: "Bytes of spans held in trace heads (current and not yet uploaded blocks).",
+	}, func() float64 {
+		var n int64
+		for _, h := range i.tenantHeads() {
+			n += h.curBytes() + h.pendingBytes()
+		}
+		return float64(n)
+	})
 	i.Service = services.NewBasicService(i.starting, i.running, i.stopping)
 	return i, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/grafana/dskit/middleware"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/objstore/providers/filesystem"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -629,4 +630,39 @@ func TestWALGroupCommit(t *testing.T) {
 	if syncs != 1 {
 		t.Fatalf("%d fsyncs for %d concurrent appends, want 1", syncs, n)
 	}
+}
+
+func TestIngesterMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ing, err := NewTraceIngester(testIngesterConfig(t.TempDir()), newTestBucket(t), StaticLimits(2, 0), nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ing.stopping(nil) }()
+	ctx := tenantCtx("t1")
+	if _, err := ing.Export(ctx, exportReq(genTraces(genOpts{traces: 1, spansPerTrace: 2, seed: 1}))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ing.Export(ctx, exportReq(genTraces(genOpts{traces: 1, spansPerTrace: 3, seed: 2}))); err == nil {
+		t.Fatal("trace over the span limit accepted")
+	}
+	if got := testutil.ToFloat64(ing.spansIn.WithLabelValues("t1")); got != 2 {
+		t.Fatalf("received = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(ing.discarded.WithLabelValues("t1", ReasonMaxSpansPerTrace)); got != 3 {
+		t.Fatalf("discarded = %v, want 3", got)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "vigil_ingester_trace_head_bytes" {
+			if mf.GetMetric()[0].GetGauge().GetValue() <= 0 {
+				t.Fatal("head bytes gauge is zero with spans in the head")
+			}
+			return
+		}
+	}
+	t.Fatal("vigil_ingester_trace_head_bytes not registered")
 }
