@@ -40,7 +40,8 @@ func TestPushThenQueryOverGRPC(t *testing.T) {
 		// Deliberately unsorted labels and series: the ingester sorts both.
 		series([]string{"job", "b", "__name__", "up"}, prompb.Sample{Timestamp: base, Value: 1}, prompb.Sample{Timestamp: base + 1000, Value: 0}),
 		series([]string{"__name__", "up", "job", "a"}, prompb.Sample{Timestamp: base, Value: 1}),
-		series([]string{"__name__", "other", "job", "a"}, prompb.Sample{Timestamp: base, Value: 7}),
+		// An empty label value is the same as the label being absent.
+		series([]string{"__name__", "other", "job", "a", "empty", ""}, prompb.Sample{Timestamp: base, Value: 7}),
 	}}
 	resp, err := c.Push(ctxFor("t1"), req)
 	if err != nil {

@@ -126,6 +126,11 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 		ts := &req.Timeseries[sIdx]
 		builder.Reset()
 		for _, l := range ts.Labels {
+			// In Prometheus a label with an empty value is the same as no label; storing
+			// it would make {x=""} and {} different series.
+			if l.Value == "" {
+				continue
+			}
 			builder.Add(l.Name, l.Value)
 		}
 		// Remote-write senders should sort labels, but the TSDB silently misbehaves if
