@@ -535,7 +535,12 @@ func (i *TraceIngester) uploadHeadBlock(ctx context.Context, tenant string, b *h
 func tenantFromContext(ctx context.Context) (string, error) {
 	tenant, err := user.ExtractOrgID(ctx)
 	if err != nil {
-		return "", fmt.Errorf("no tenant in request: %w", err)
+		// Without dskit's server interceptor the tenant is still in the
+		// incoming gRPC metadata.
+		var merr error
+		if tenant, _, merr = user.ExtractFromGRPCRequest(ctx); merr != nil {
+			return "", fmt.Errorf("no tenant in request: %w", err)
+		}
 	}
 	if err := validateTenant(tenant); err != nil {
 		return "", err

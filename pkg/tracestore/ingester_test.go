@@ -666,3 +666,22 @@ func TestIngesterMetrics(t *testing.T) {
 	}
 	t.Fatal("vigil_ingester_trace_head_bytes not registered")
 }
+
+func TestTenantFromGRPCMetadataWithoutInterceptor(t *testing.T) {
+	ing := startIngester(t, testIngesterConfig(t.TempDir()), newTestBucket(t), nil)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer() // no tenant interceptor installed
+	ing.RegisterGRPC(srv)
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	cc := dialTest(t, lis.Addr().String())
+	if err := push(tenantCtx("t9"), cc, genTraces(genOpts{traces: 1, seed: 1})); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, err := NewQueryClient(cc).TraceByID(tenantCtx("t9"), testTraceID(1, 0), time.Time{}, time.Time{}); err != nil || !found {
+		t.Fatalf("found=%v err=%v", found, err)
+	}
+}
