@@ -56,9 +56,11 @@ type instance struct {
 	OTLPHTTP int
 	Zipkin   int
 	Jaeger   int
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	out      *syncBuffer
+	// Memberlist is the gossip port, for -memberlist.join of other instances.
+	Memberlist int
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	out        *syncBuffer
 }
 
 // startVigil starts the binary with every listener on a free loopback port and waits for
@@ -72,6 +74,7 @@ func startVigil(t testing.TB, dataDir string, extra ...string) *instance {
 		Zipkin: testutil.FreePort(t), Jaeger: testutil.FreePort(t),
 	}
 	mlPort := testutil.FreePort(t)
+	in.Memberlist = mlPort
 	in.args = append([]string{
 		"-data-dir=" + dataDir,
 		"-server.http-listen-address=127.0.0.1", fmt.Sprintf("-server.http-listen-port=%d", in.HTTPPort),
