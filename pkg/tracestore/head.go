@@ -157,8 +157,25 @@ func (t *tenantHead) admit(rows []spanRow, limits Limits, now time.Time) (accept
 }
 
 // replay inserts rows without limits: they were accepted before the restart.
-func (t *tenantHead) replay(rows []spanRow, now time.Time) {
-	byTrace, sizes := rowsByTrace(rows)
+// seen tracks the span IDs replayed so far: a crash between re-logging
+// carried traces and deleting the old segments leaves those spans in the WAL
+// twice, and head search counts spans without deduplicating.
+func (t *tenantHead) replay(rows []spanRow, now time.Time, seen map[TraceID]map[[8]byte]struct{}) {
+	kept := rows[:0]
+	for _, r := range rows {
+		id := TraceID(r.TraceID)
+		ids := seen[id]
+		if ids == nil {
+			ids = map[[8]byte]struct{}{}
+			seen[id] = ids
+		}
+		if _, dup := ids[r.SpanID]; dup {
+			continue
+		}
+		ids[r.SpanID] = struct{}{}
+		kept = append(kept, r)
+	}
+	byTrace, sizes := rowsByTrace(kept)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for id, trs := range byTrace {

@@ -195,13 +195,14 @@ func (i *TraceIngester) headFor(tenant string) (*tenantHead, error) {
 		return nil, fmt.Errorf("tenant %s: %w", tenant, err)
 	}
 	h := &tenantHead{tenant: tenant, cur: newHeadBlock(i.now()), wal: w}
+	seen := map[TraceID]map[[8]byte]struct{}{}
 	for _, seg := range segs {
 		dropped, err := replaySegment(segmentName(dir, seg), func(payload []byte) error {
 			req := ptraceotlp.NewExportRequest()
 			if err := req.UnmarshalProto(payload); err != nil {
 				return fmt.Errorf("decode record: %w", err)
 			}
-			h.replay(tracesToRows(req.Traces()), i.now())
+			h.replay(tracesToRows(req.Traces()), i.now(), seen)
 			return nil
 		})
 		if err != nil {
