@@ -387,6 +387,12 @@ func (a *Agent) HandleTCP(ev *ebpf.TCPEvent) {
 	if ev.PID == 0 {
 		return
 	}
+	if ev.Type == ebpf.ProcessExec {
+		// Re-read the identity now, while the new image surely runs.
+		a.resolver.Forget(ev.PID)
+		a.identity(ev.PID, "") // also registers the pid for garbage collection
+		return
+	}
 	svc, inst := a.identity(ev.PID, "")
 	m := a.m
 	switch ev.Type {
@@ -600,8 +606,8 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 	}
 }
 
-// ServiceNameOf is the service name the agent gives pid (for tests and
-// debugging).
-func (a *Agent) ServiceNameOf(pid uint32) string { return a.resolver.Lookup(pid).ServiceName }
+// CachedServiceName is the service name the agent has cached for pid, if
+// any (for tests and debugging).
+func (a *Agent) CachedServiceName(pid uint32) (string, bool) { return a.resolver.Cached(pid) }
 
 var _ ebpf.Handler = (*Agent)(nil)

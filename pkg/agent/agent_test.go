@@ -464,3 +464,30 @@ func TestResetsAndRTT(t *testing.T) {
 	// the smoothed RTT of at least one of them.
 	waitAtLeast(t, a, "tcp_rtt_seconds", map[string]string{lService: "demo-reset"}, 1)
 }
+
+// TestProcessNamedAtExec checks that a process is named as soon as it execs,
+// before any network traffic (short-lived clients may exit before their
+// first request is processed).
+func TestProcessNamedAtExec(t *testing.T) {
+	a := startAgent(t, Config{})
+	cmd := exec.Command("sleep", "60")
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME=demo-exec")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := uint32(cmd.Process.Pid)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if name, ok := a.CachedServiceName(pid); ok {
+			if name != "demo-exec" {
+				t.Fatalf("named %q, want demo-exec", name)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("process not named after exec")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

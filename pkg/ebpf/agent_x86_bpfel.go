@@ -115,6 +115,7 @@ const (
 	agentProgExitWrite        = "exit_write"
 	agentProgExitWritev       = "exit_writev"
 	agentProgInetSockSetState = "inet_sock_set_state"
+	agentProgSchedProcessExec = "sched_process_exec"
 	agentProgTcpProbe         = "tcp_probe"
 	agentProgTcpReceiveReset  = "tcp_receive_reset"
 	agentProgTcpRetransmitSkb = "tcp_retransmit_skb"
@@ -188,6 +189,7 @@ type agentProgramSpecs struct {
 	ExitWrite        *ebpf.ProgramSpec `ebpf:"exit_write"`
 	ExitWritev       *ebpf.ProgramSpec `ebpf:"exit_writev"`
 	InetSockSetState *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
+	SchedProcessExec *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
 	TcpProbe         *ebpf.ProgramSpec `ebpf:"tcp_probe"`
 	TcpReceiveReset  *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
 	TcpRetransmitSkb *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb"`
@@ -292,6 +294,7 @@ type agentPrograms struct {
 	ExitWrite        *ebpf.Program `ebpf:"exit_write"`
 	ExitWritev       *ebpf.Program `ebpf:"exit_writev"`
 	InetSockSetState *ebpf.Program `ebpf:"inet_sock_set_state"`
+	SchedProcessExec *ebpf.Program `ebpf:"sched_process_exec"`
 	TcpProbe         *ebpf.Program `ebpf:"tcp_probe"`
 	TcpReceiveReset  *ebpf.Program `ebpf:"tcp_receive_reset"`
 	TcpRetransmitSkb *ebpf.Program `ebpf:"tcp_retransmit_skb"`
@@ -322,6 +325,7 @@ func (p *agentPrograms) Close() error {
 		p.ExitWrite,
 		p.ExitWritev,
 		p.InetSockSetState,
+		p.SchedProcessExec,
 		p.TcpProbe,
 		p.TcpReceiveReset,
 		p.TcpRetransmitSkb,

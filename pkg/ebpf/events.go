@@ -58,6 +58,8 @@ const (
 	TCPSample        TCPEventType = 6
 	TCPResetSent     TCPEventType = 7
 	TCPResetReceived TCPEventType = 8
+	// ProcessExec reports a new program image in PID (no socket fields).
+	ProcessExec TCPEventType = 9
 )
 
 func (t TCPEventType) String() string {
@@ -78,6 +80,8 @@ func (t TCPEventType) String() string {
 		return "reset_sent"
 	case TCPResetReceived:
 		return "reset_received"
+	case ProcessExec:
+		return "exec"
 	}
 	return fmt.Sprintf("tcp_event(%d)", uint8(t))
 }

@@ -38,7 +38,7 @@ func TestLoadAttachesEveryHook(t *testing.T) {
 	}
 	defer tr.Close()
 	hooks := tr.Hooks()
-	if len(hooks) < 26 {
+	if len(hooks) < 27 {
 		t.Fatalf("only %d hooks", len(hooks))
 	}
 	for _, h := range hooks {

@@ -63,6 +63,14 @@ func (r *Resolver) LookupHint(pid uint32, comm string) Info {
 	return info
 }
 
+// Cached returns the cached service name of pid without reading procfs.
+func (r *Resolver) Cached(pid uint32) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	info, ok := r.cache[pid]
+	return info.ServiceName, ok
+}
+
 // Forget drops the cached identity of pid.
 func (r *Resolver) Forget(pid uint32) {
 	r.mu.Lock()

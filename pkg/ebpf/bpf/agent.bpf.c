@@ -41,6 +41,7 @@ enum tcp_ev_type {
 	TCP_EV_SAMPLE = 6,
 	TCP_EV_RESET_SENT = 7,
 	TCP_EV_RESET_RECEIVED = 8,
+	TCP_EV_EXEC = 9,
 };
 
 enum drop_idx { DROP_L7 = 0, DROP_TCP = 1, DROP_ARGS = 2, DROP_MAX = 4 };
@@ -526,5 +527,28 @@ int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
 	if (!o || o->closed)
 		return 0;
 	emit_tcp(TCP_EV_RESET_RECEIVED, (struct sock *)sk, o->tgid, 0);
+	return 0;
+}
+
+// ---- processes -----------------------------------------------------------
+
+// A new program image: user space names the process right away (from
+// /proc/<pid>/environ and cgroup) while it is surely alive, instead of at
+// its first observed request, by which time a short-lived client may have
+// exited. Sent on the TCP ring, which wakes the reader per event.
+SEC("tracepoint/sched/sched_process_exec")
+int sched_process_exec(struct trace_event_raw_sched_process_exec *ctx)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tcp_event *e = bpf_ringbuf_reserve(&tcp_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(DROP_TCP);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts = bpf_ktime_get_ns();
+	e->tgid = tgid;
+	e->type = TCP_EV_EXEC;
+	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
