@@ -16,7 +16,11 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/tsdb/index"
 	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/thanos/pkg/block/metadata"
 
@@ -265,7 +269,12 @@ func (s *shipper) upload(ctx context.Context, dir string) error {
 		}
 	}
 
+	stats, err := indexStats(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("index stats: %w", err)
+	}
 	meta.Thanos = metadata.Thanos{
+		IndexStats: stats,
 		Version:    metadata.ThanosVersion1,
 		Labels:     map[string]string{TenantLabel: s.u.tenant},
 		Downsample: metadata.ThanosDownsample{Resolution: 0},
@@ -296,4 +305,80 @@ func (s *shipper) uploadFile(ctx context.Context, src, dst string) error {
 		return fmt.Errorf("upload %s: %w", dst, err)
 	}
 	return nil
+}
+
+// indexStats computes the Thanos index_stats of a block: the largest series entry of the
+// index and the largest chunk. Both come from gaps between consecutive references:
+// series entries are 16-byte aligned and referenced by offset/16 (index format v2), and
+// chunks are written back to back in their segment files.
+func indexStats(ctx context.Context, dir string) (metadata.IndexStats, error) {
+	var st metadata.IndexStats
+	r, err := index.NewFileReader(filepath.Join(dir, "index"), index.DecodePostingsRaw)
+	if err != nil {
+		return st, fmt.Errorf("open index: %w", err)
+	}
+	defer r.Close()
+	name, value := index.AllPostingsKey()
+	p, err := r.Postings(ctx, name, value)
+	if err != nil {
+		return st, fmt.Errorf("read postings: %w", err)
+	}
+	var (
+		seriesRefs []storage.SeriesRef
+		chunkRefs  []chunks.BlockChunkRef
+		builder    labels.ScratchBuilder
+		chks       []chunks.Meta
+	)
+	for p.Next() {
+		ref := p.At()
+		seriesRefs = append(seriesRefs, ref)
+		if err := r.Series(ref, &builder, &chks); err != nil {
+			return st, fmt.Errorf("read series %d: %w", ref, err)
+		}
+		for _, c := range chks {
+			chunkRefs = append(chunkRefs, chunks.BlockChunkRef(c.Ref))
+		}
+	}
+	if err := p.Err(); err != nil {
+		return st, fmt.Errorf("iterate postings: %w", err)
+	}
+	// The last series entry has no successor to measure against; it is left out.
+	for i := 1; i < len(seriesRefs); i++ {
+		st.SeriesMaxSize = max(st.SeriesMaxSize, int64(seriesRefs[i]-seriesRefs[i-1])*16)
+	}
+	sort.Slice(chunkRefs, func(a, b int) bool { return chunkRefs[a] < chunkRefs[b] })
+	// A chunk reference's file part indexes the sorted list of segment files, as in
+	// Prometheus' chunk reader.
+	segs, err := os.ReadDir(filepath.Join(dir, "chunks"))
+	if err != nil {
+		return st, fmt.Errorf("list chunk segments: %w", err)
+	}
+	var fileSizes []int64
+	for _, e := range segs { // os.ReadDir sorts by name
+		if e.IsDir() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return st, fmt.Errorf("stat chunk segment %s: %w", e.Name(), err)
+		}
+		fileSizes = append(fileSizes, fi.Size())
+	}
+	for i, ref := range chunkRefs {
+		file, off := ref.Unpack()
+		end := int64(-1)
+		if i+1 < len(chunkRefs) {
+			if nf, noff := chunkRefs[i+1].Unpack(); nf == file {
+				end = int64(noff)
+			}
+		}
+		if end < 0 {
+			if file >= len(fileSizes) {
+				return st, fmt.Errorf("chunk reference into segment %d, block has %d", file, len(fileSizes))
+			}
+			end = fileSizes[file]
+		}
+		st.ChunkMaxSize = max(st.ChunkMaxSize, end-int64(off))
+	}
+	return st, nil
 }

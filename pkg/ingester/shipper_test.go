@@ -2,6 +2,7 @@ package ingester
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -15,8 +16,11 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/tsdb/index"
 	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/objstore/providers/filesystem"
 	"github.com/thanos-io/thanos/pkg/block/metadata"
@@ -114,9 +118,10 @@ func TestShippingAndRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("flush status %d", resp.StatusCode)
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("flush status %d: %s", resp.StatusCode, body)
 	}
 
 	uploads := bkt.uploaded()
@@ -173,6 +178,12 @@ func TestShippingAndRetention(t *testing.T) {
 			t.Fatalf("shipped block does not open: %v", err)
 		}
 		totalSamples += b.Meta().Stats.NumSamples
+		if want := maxChunkEntrySize(t, b); meta.Thanos.IndexStats.ChunkMaxSize != want {
+			t.Fatalf("index_stats.chunk_max_size %d, want %d", meta.Thanos.IndexStats.ChunkMaxSize, want)
+		}
+		if s := meta.Thanos.IndexStats.SeriesMaxSize; s <= 0 || s > 1024 {
+			t.Fatalf("index_stats.series_max_size %d for 10 small series", s)
+		}
 		b.Close()
 	}
 	if totalSamples != 1000 {
@@ -341,4 +352,47 @@ func TestIdleHeadIsCompacted(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// maxChunkEntrySize reads every chunk of a block and returns the largest on-disk entry:
+// uvarint length, encoding byte, data, CRC32.
+func maxChunkEntrySize(t *testing.T, b *tsdb.Block) int64 {
+	t.Helper()
+	ir, err := b.Index()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ir.Close()
+	cr, err := b.Chunks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cr.Close()
+	name, value := index.AllPostingsKey()
+	p, err := ir.Postings(context.Background(), name, value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		builder labels.ScratchBuilder
+		chks    []chunks.Meta
+		maxSize int64
+	)
+	for p.Next() {
+		if err := ir.Series(p.At(), &builder, &chks); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range chks {
+			chk, _, err := cr.ChunkOrIterable(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := len(chk.Bytes())
+			maxSize = max(maxSize, int64(binary.PutUvarint(make([]byte, binary.MaxVarintLen64), uint64(n))+1+n+4))
+		}
+	}
+	if p.Err() != nil {
+		t.Fatal(p.Err())
+	}
+	return maxSize
 }
