@@ -10,7 +10,7 @@
 // TSDB is created on its first write and reopened, with WAL replay, when the ingester
 // starts. Blocks are uploaded to <tenant>/<ULID>/ in the bucket: chunks, then index,
 // then meta.json with a Thanos section (version 1, labels {tenant_id: <tenant>},
-// source "receive", resolution 0, file list with sizes).
+// source "receive", resolution 0, file list with sizes, index_stats).
 //
 // # Durability (fsync policy)
 //
