@@ -167,93 +167,150 @@ type builtBlock struct {
 }
 
 // buildBlock serialises rows into a block. rows must be sorted by sortRows and
-// deduplicated. rowGroupSpans is the target number of spans per row group; a
-// row group never splits a trace so a lookup reads a single group.
+// deduplicated.
 func buildBlock(id ulid.ULID, tenant string, rows []spanRow, rowGroupSpans int, level int, sources []ulid.ULID) (*builtBlock, error) {
-	if len(rows) == 0 {
-		return nil, errors.New("build block: no spans")
-	}
-	if rowGroupSpans <= 0 {
-		rowGroupSpans = 4096
-	}
-	var data bytes.Buffer
-	w := parquet.NewGenericWriter[spanRow](&data,
-		parquet.PageBufferSize(256<<10),
-		parquet.DataPageStatistics(false),
-		parquet.KeyValueMetadata("vigil.block_format", fmt.Sprint(blockFormatVersion)),
-	)
-	ix := &blockIndex{Operations: map[string][]Operation{}, Attributes: map[string][]string{}}
-	attrs := newAttrIndex()
-	seenRes := map[string]struct{}{}
-	ops := map[string]map[Operation]struct{}{}
-	deps := map[depKey]*DependencyLink{}
-	bloom := newBloom(countTraces(rows), bloomFalsePositive)
-	var sums []summaryRow
-	post := postings{}
-	meta := BlockMeta{Version: blockFormatVersion, ULID: id, Tenant: tenant, Spans: len(rows), Level: level, Sources: sources}
-
-	groupStart := 0
-	var groups [][2]int // row index ranges per row group
+	bb := newBlockBuilder(id, tenant, rowGroupSpans, level, sources)
 	for start := 0; start < len(rows); {
 		end := start + 1
 		for end < len(rows) && rows[end].TraceID == rows[start].TraceID {
 			end++
 		}
-		tr := rows[start:end]
-		s := summarize(tr)
-		sums = append(sums, summaryRow{
-			TraceID: s.TraceID, RootService: s.RootService, RootOperation: s.RootOperation,
-			StartUnixNano: s.Start.UnixNano(), DurationNano: int64(s.Duration),
-			SpanCount: int32(s.SpanCount), ErrorCount: int32(s.ErrorCount), Services: s.Services,
-		})
-		bloom.add(tr[0].TraceID)
-		addDependencies(tr, deps)
-		ord := uint32(len(sums) - 1)
-		for i := range tr {
-			r := &tr[i]
-			post.add(opKey{r.Service, r.Name, r.Kind}, ord)
-			if meta.MinTime == 0 || r.StartUnixNano < meta.MinTime {
-				meta.MinTime = r.StartUnixNano
-			}
-			if e := r.endUnixNano(); e > meta.MaxTime {
-				meta.MaxTime = e
-			}
-			so := ops[r.Service]
-			if so == nil {
-				so = map[Operation]struct{}{}
-				ops[r.Service] = so
-			}
-			so[Operation{Name: r.Name, SpanKind: SpanKindString(ptrace.SpanKind(r.Kind))}] = struct{}{}
-			attrs.addRow(r)
-			if _, ok := seenRes[string(r.Resource)]; !ok {
-				seenRes[string(r.Resource)] = struct{}{}
-				attrs.addBlob(r.Resource)
-			}
+		if err := bb.addTrace(rows[start:end]); err != nil {
+			return nil, err
 		}
-		meta.Traces++
 		start = end
-		if start-groupStart >= rowGroupSpans || start == len(rows) {
-			if _, err := w.Write(rows[groupStart:start]); err != nil {
-				return nil, fmt.Errorf("write spans: %w", err)
-			}
-			if err := w.Flush(); err != nil {
-				return nil, fmt.Errorf("flush row group: %w", err)
-			}
-			groups = append(groups, [2]int{groupStart, start})
-			groupStart = start
+	}
+	return bb.finish()
+}
+
+// blockBuilder writes a block from traces added in trace-ID order, holding
+// only the current row group's spans plus per-trace metadata, so the
+// compactor can stream merges of blocks larger than memory would allow.
+// rowGroupSpans is the target number of spans per row group; a row group
+// never splits a trace, so a lookup reads a single group.
+type blockBuilder struct {
+	rowGroupSpans int
+	data          bytes.Buffer
+	w             *parquet.GenericWriter[spanRow]
+	pending       []spanRow     // spans of the row group being filled
+	groupIDs      [][2][16]byte // first and last trace ID of each written row group
+	traceIDs      []TraceID     // for the bloom filter, sized at the end
+	attrs         *attrIndex
+	seenRes       map[string]struct{}
+	ops           map[string]map[Operation]struct{}
+	deps          map[depKey]*DependencyLink
+	sums          []summaryRow
+	post          postings
+	meta          BlockMeta
+	last          TraceID
+}
+
+func newBlockBuilder(id ulid.ULID, tenant string, rowGroupSpans int, level int, sources []ulid.ULID) *blockBuilder {
+	if rowGroupSpans <= 0 {
+		rowGroupSpans = 4096
+	}
+	bb := &blockBuilder{
+		rowGroupSpans: rowGroupSpans,
+		attrs:         newAttrIndex(),
+		seenRes:       map[string]struct{}{},
+		ops:           map[string]map[Operation]struct{}{},
+		deps:          map[depKey]*DependencyLink{},
+		post:          postings{},
+		meta:          BlockMeta{Version: blockFormatVersion, ULID: id, Tenant: tenant, Level: level, Sources: sources},
+	}
+	bb.w = parquet.NewGenericWriter[spanRow](&bb.data,
+		parquet.PageBufferSize(256<<10),
+		parquet.DataPageStatistics(false),
+		parquet.KeyValueMetadata("vigil.block_format", fmt.Sprint(blockFormatVersion)),
+	)
+	return bb
+}
+
+// addTrace adds the sorted, deduplicated spans of one trace. Traces must
+// arrive in increasing trace-ID order.
+func (bb *blockBuilder) addTrace(tr []spanRow) error {
+	if len(tr) == 0 {
+		return nil
+	}
+	id := TraceID(tr[0].TraceID)
+	if bb.meta.Traces > 0 && compareBytes(id[:], bb.last[:]) <= 0 {
+		return fmt.Errorf("build block: trace %s added after %s", id, bb.last)
+	}
+	bb.last = id
+	s := summarize(tr)
+	bb.sums = append(bb.sums, summaryRow{
+		TraceID: s.TraceID, RootService: s.RootService, RootOperation: s.RootOperation,
+		StartUnixNano: s.Start.UnixNano(), DurationNano: int64(s.Duration),
+		SpanCount: int32(s.SpanCount), ErrorCount: int32(s.ErrorCount), Services: s.Services,
+	})
+	bb.traceIDs = append(bb.traceIDs, id)
+	addDependencies(tr, bb.deps)
+	ord := uint32(len(bb.sums) - 1)
+	for i := range tr {
+		r := &tr[i]
+		bb.post.add(opKey{r.Service, r.Name, r.Kind}, ord)
+		if bb.meta.MinTime == 0 || r.StartUnixNano < bb.meta.MinTime {
+			bb.meta.MinTime = r.StartUnixNano
+		}
+		if e := r.endUnixNano(); e > bb.meta.MaxTime {
+			bb.meta.MaxTime = e
+		}
+		so := bb.ops[r.Service]
+		if so == nil {
+			so = map[Operation]struct{}{}
+			bb.ops[r.Service] = so
+		}
+		so[Operation{Name: r.Name, SpanKind: SpanKindString(ptrace.SpanKind(r.Kind))}] = struct{}{}
+		bb.attrs.addRow(r)
+		if _, ok := bb.seenRes[string(r.Resource)]; !ok {
+			bb.seenRes[string(r.Resource)] = struct{}{}
+			bb.attrs.addBlob(r.Resource)
 		}
 	}
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("close data file: %w", err)
+	bb.meta.Traces++
+	bb.meta.Spans += len(tr)
+	bb.pending = append(bb.pending, tr...)
+	if len(bb.pending) >= bb.rowGroupSpans {
+		return bb.flushGroup()
 	}
-	dataBytes := data.Bytes()
-	if err := fillRowGroupInfo(ix, dataBytes, rows, groups); err != nil {
+	return nil
+}
+
+func (bb *blockBuilder) flushGroup() error {
+	if len(bb.pending) == 0 {
+		return nil
+	}
+	if _, err := bb.w.Write(bb.pending); err != nil {
+		return fmt.Errorf("write spans: %w", err)
+	}
+	if err := bb.w.Flush(); err != nil {
+		return fmt.Errorf("flush row group: %w", err)
+	}
+	bb.groupIDs = append(bb.groupIDs, [2][16]byte{bb.pending[0].TraceID, bb.pending[len(bb.pending)-1].TraceID})
+	clear(bb.pending) // drop references to the spans' blobs
+	bb.pending = bb.pending[:0]
+	return nil
+}
+
+// finish writes the remaining row group and serialises every block file.
+func (bb *blockBuilder) finish() (*builtBlock, error) {
+	if bb.meta.Spans == 0 {
+		return nil, errors.New("build block: no spans")
+	}
+	if err := bb.flushGroup(); err != nil {
 		return nil, err
 	}
-
-	ix.MinTime, ix.MaxTime = meta.MinTime, meta.MaxTime
-	ix.Services = sortedKeys(ops)
-	for svc, set := range ops {
+	if err := bb.w.Close(); err != nil {
+		return nil, fmt.Errorf("close data file: %w", err)
+	}
+	dataBytes := bb.data.Bytes()
+	ix := &blockIndex{Operations: map[string][]Operation{}, Attributes: map[string][]string{}}
+	if err := fillRowGroupInfo(ix, dataBytes, bb.groupIDs); err != nil {
+		return nil, err
+	}
+	ix.MinTime, ix.MaxTime = bb.meta.MinTime, bb.meta.MaxTime
+	ix.Services = sortedKeys(bb.ops)
+	for svc, set := range bb.ops {
 		list := make([]Operation, 0, len(set))
 		for op := range set {
 			list = append(list, op)
@@ -261,23 +318,27 @@ func buildBlock(id ulid.ULID, tenant string, rows []spanRow, rowGroupSpans int, 
 		sortOperations(list)
 		ix.Operations[svc] = list
 	}
-	for k, vals := range attrs.Keys {
+	for k, vals := range bb.attrs.Keys {
 		ix.Attributes[k] = sortedKeys(vals)
-		if attrs.Overflow[k] {
+		if bb.attrs.Overflow[k] {
 			ix.HighCardinality = append(ix.HighCardinality, k)
 		}
 	}
 	sort.Strings(ix.HighCardinality)
+	bloom := newBloom(len(bb.traceIDs), bloomFalsePositive)
+	for _, id := range bb.traceIDs {
+		bloom.add(id)
+	}
 
 	var sumBuf bytes.Buffer
-	if err := parquet.Write(&sumBuf, sums); err != nil {
+	if err := parquet.Write(&sumBuf, bb.sums); err != nil {
 		return nil, fmt.Errorf("write summaries: %w", err)
 	}
 	ixJSON, err := json.Marshal(ix)
 	if err != nil {
 		return nil, fmt.Errorf("encode block index: %w", err)
 	}
-	depsJSON, err := json.Marshal(sortedLinks(deps))
+	depsJSON, err := json.Marshal(sortedLinks(bb.deps))
 	if err != nil {
 		return nil, fmt.Errorf("encode dependencies: %w", err)
 	}
@@ -287,8 +348,9 @@ func buildBlock(id ulid.ULID, tenant string, rows []spanRow, rowGroupSpans int, 
 		blockIndexFile:     ixJSON,
 		blockSummariesFile: sumBuf.Bytes(),
 		blockDepsFile:      depsJSON,
-		blockPostingsFile:  post.marshal(),
+		blockPostingsFile:  bb.post.marshal(),
 	}}
+	meta := bb.meta
 	for _, name := range []string{blockDataFile, blockBloomFile, blockIndexFile, blockSummariesFile, blockDepsFile, blockPostingsFile} {
 		meta.Files = append(meta.Files, BlockFile{Name: name, Size: int64(len(b.files[name]))})
 	}
@@ -296,19 +358,9 @@ func buildBlock(id ulid.ULID, tenant string, rows []spanRow, rowGroupSpans int, 
 	return b, nil
 }
 
-func countTraces(rows []spanRow) int {
-	n := 0
-	for i := range rows {
-		if i == 0 || rows[i].TraceID != rows[i-1].TraceID {
-			n++
-		}
-	}
-	return n
-}
-
 // fillRowGroupInfo reads back the Parquet footer of the written data file to
 // record each row group's byte range and trace-ID range in the index.
-func fillRowGroupInfo(ix *blockIndex, data []byte, rows []spanRow, groups [][2]int) error {
+func fillRowGroupInfo(ix *blockIndex, data []byte, groups [][2][16]byte) error {
 	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)), parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
 	if err != nil {
 		return fmt.Errorf("reopen data file: %w", err)
@@ -333,8 +385,8 @@ func fillRowGroupInfo(ix *blockIndex, data []byte, rows []spanRow, groups [][2]i
 		}
 		g := groups[i]
 		ix.RowGroups = append(ix.RowGroups, rowGroupInfo{
-			MinTraceID: hex.EncodeToString(rows[g[0]].TraceID[:]),
-			MaxTraceID: hex.EncodeToString(rows[g[1]-1].TraceID[:]),
+			MinTraceID: hex.EncodeToString(g[0][:]),
+			MaxTraceID: hex.EncodeToString(g[1][:]),
 			Rows:       rg.NumRows, Offset: lo, Length: hi - lo,
 		})
 	}
