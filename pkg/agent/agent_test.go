@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/vigil-obs/vigil/pkg/ebpf"
 )
 
 // The traffic under test runs in child processes (this test binary re-run
@@ -489,5 +492,43 @@ func TestProcessNamedAtExec(t *testing.T) {
 			t.Fatal("process not named after exec")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestGarbageCollectsExitedProcesses needs no eBPF: it feeds an event for a
+// process that has exited and checks its series go away after the grace
+// period (zero here).
+func TestGarbageCollectsExitedProcesses(t *testing.T) {
+	a, err := New(Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "60")
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME=demo-gc")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	// Named while alive, then it exits.
+	if got := a.resolver.Lookup(pid).ServiceName; got != "demo-gc" {
+		t.Fatalf("named %q", got)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	a.HandleTCP(&ebpf.TCPEvent{Type: ebpf.TCPConnectFailed, PID: pid, Remote: netip.MustParseAddrPort("10.0.0.1:80")})
+	labels := map[string]string{lService: "demo-gc"}
+	if got := sampleCount(t, a.Exported(), "tcp_connections_total", labels); got != 1 {
+		t.Fatalf("before GC: %v", got)
+	}
+	a.collectGarbage() // notices the exit
+	if got := sampleCount(t, a.Exported(), "tcp_connections_total", labels); got != 1 {
+		t.Fatalf("deleted before the grace period: %v", got)
+	}
+	a.collectGarbage() // grace (2 x interval = 0) has passed
+	if got := sampleCount(t, a.Exported(), "tcp_connections_total", labels); got != 0 {
+		t.Fatalf("after GC: %v", got)
+	}
+	if _, ok := a.CachedServiceName(pid); ok {
+		t.Fatal("identity still cached after GC")
 	}
 }

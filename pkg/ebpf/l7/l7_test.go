@@ -303,7 +303,7 @@ func TestTrackerBounded(t *testing.T) {
 	if tr.Len() != 4 || tr.Evicted != 6 {
 		t.Fatalf("len %d evicted %d", tr.Len(), tr.Evicted)
 	}
-	c := tr.conns[connKey{1, 9}]
+	c := tr.conns[connKey{1, 9}] // the newest is always present
 	for i := 0; i < 200; i++ {
 		tr.Feed(Segment{PID: 1, FD: 9, Timestamp: 100, Egress: true, Data: []byte("GET / HTTP/1.1\r\n\r\n")})
 	}

@@ -231,17 +231,16 @@ func (t *Tracker) addRequest(c *conn, req Request, ts uint64) {
 	c.pending = append(c.pending, pending{req: req, ts: ts})
 }
 
+// evictOne drops an arbitrary connection (Go map iteration order is
+// random): O(1), unlike finding the least recently used one, which matters
+// exactly when the table is full. Sweep removes idle connections first in
+// normal operation.
 func (t *Tracker) evictOne() {
-	var oldest connKey
-	var oldestTS uint64
-	first := true
-	for k, c := range t.conns {
-		if first || c.lastSeen < oldestTS {
-			oldest, oldestTS, first = k, c.lastSeen, false
-		}
+	for k := range t.conns {
+		delete(t.conns, k)
+		t.Evicted++
+		return
 	}
-	delete(t.conns, oldest)
-	t.Evicted++
 }
 
 // Sweep forgets connections idle since before cutoff (monotonic ns).
