@@ -579,15 +579,6 @@ func readAllRows[T any](rd *parquet.GenericReader[T], n int) ([]T, error) {
 	return rows[:read], nil
 }
 
-// readAllSpans decodes a whole data file (search scans and compaction).
-func readAllSpans(data []byte) ([]spanRow, error) {
-	rows, err := parquet.Read[spanRow](bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		return nil, fmt.Errorf("decode data file: %w", err)
-	}
-	return rows, nil
-}
-
 // rowGroupsFor returns the row groups whose trace-ID range covers id.
 func (ix *blockIndex) rowGroupsFor(id TraceID) []int {
 	h := id.String()

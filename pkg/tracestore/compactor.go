@@ -2,11 +2,13 @@ package tracestore
 
 import (
 	"bytes"
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"path"
 	"sort"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/grafana/dskit/services"
 	"github.com/oklog/ulid/v2"
+	"github.com/parquet-go/parquet-go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/thanos-io/objstore"
@@ -38,7 +41,7 @@ func (c *CompactorConfig) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.Interval, "traces.compaction-interval", 5*time.Minute, "How often the trace compactor runs.")
 	f.DurationVar(&c.Retention, "traces.retention", 14*24*time.Hour, "Delete trace blocks whose newest span is older than this; 0 keeps them forever.")
 	f.DurationVar(&c.Window, "traces.compaction-window", time.Hour, "Trace blocks whose earliest span falls in the same window are merged.")
-	f.IntVar(&c.MaxBlockSpans, "traces.compaction.max-block-spans", 5_000_000, "Do not merge blocks into one holding more spans than this (bounds compactor memory).")
+	f.IntVar(&c.MaxBlockSpans, "traces.compaction.max-block-spans", 5_000_000, "Do not merge blocks into one holding more spans than this. The merge streams spans; memory is roughly the compressed inputs and output plus per-trace metadata.")
 	f.DurationVar(&c.DeletionDelay, "traces.deletion-delay", 10*time.Minute, "Time between marking a trace block for deletion and deleting it; must exceed the queriers' block sync interval.")
 	f.IntVar(&c.RowGroupSpans, "traces.compaction.row-group-spans", 4096, "Target spans per Parquet row group in compacted blocks.")
 }
@@ -288,19 +291,22 @@ func (c *TraceCompactor) compactGroups(ctx context.Context, tenant string, bkt o
 // the inputs for deletion. A crash in between leaves duplicates that readers
 // deduplicate and the next pass merges again.
 func (c *TraceCompactor) merge(ctx context.Context, tenant string, bkt objstore.Bucket, batch []*blockState) error {
-	var rows []spanRow
 	level := 0
 	srcSet := map[ulid.ULID]bool{}
+	cursors := make(cursorHeap, 0, len(batch))
 	for _, b := range batch {
+		// Only the compressed data files are held in memory; spans are
+		// decoded a batch at a time by the cursors.
 		data, err := readObject(ctx, bkt, path.Join(tracesDir, b.id.String(), blockDataFile))
 		if err != nil {
 			return err
 		}
-		rs, err := readAllSpans(data)
-		if err != nil {
-			return fmt.Errorf("block %s: %w", b.id, err)
+		cur := newSpanCursor(data)
+		if cur.fill() {
+			cursors = append(cursors, cur)
+		} else if cur.err != nil {
+			return fmt.Errorf("block %s: %w", b.id, cur.err)
 		}
-		rows = append(rows, rs...)
 		if b.meta.Level > level {
 			level = b.meta.Level
 		}
@@ -311,16 +317,52 @@ func (c *TraceCompactor) merge(ctx context.Context, tenant string, bkt objstore.
 			srcSet[s] = true
 		}
 	}
-	in := len(rows)
-	sortRows(rows)
-	rows = dedupSorted(rows)
 	sources := make([]ulid.ULID, 0, len(srcSet))
 	for s := range srcSet {
 		sources = append(sources, s)
 	}
 	sort.Slice(sources, func(i, j int) bool { return sources[i].Compare(sources[j]) < 0 })
 	id := ulid.MustNew(ulid.Timestamp(c.now()), ulid.DefaultEntropy())
-	built, err := buildBlock(id, tenant, rows, c.cfg.RowGroupSpans, level+1, sources)
+	bb := newBlockBuilder(id, tenant, c.cfg.RowGroupSpans, level+1, sources)
+
+	// K-way merge in block order (trace ID, start, span ID); each trace is
+	// deduplicated (replicas) as a whole before it is written.
+	heap.Init(&cursors)
+	var trace []spanRow
+	in := 0
+	flush := func() error {
+		if len(trace) == 0 {
+			return nil
+		}
+		err := bb.addTrace(dedupSorted(trace))
+		clear(trace)
+		trace = trace[:0]
+		return err
+	}
+	for cursors.Len() > 0 {
+		cur := cursors[0]
+		r := cur.buf[cur.pos]
+		cur.pos++
+		in++
+		if len(trace) > 0 && trace[0].TraceID != r.TraceID {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		trace = append(trace, r)
+		if cur.fill() {
+			heap.Fix(&cursors, 0)
+		} else {
+			if cur.err != nil {
+				return fmt.Errorf("merge blocks: %w", cur.err)
+			}
+			heap.Pop(&cursors)
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	built, err := bb.finish()
 	if err != nil {
 		return fmt.Errorf("build compacted block: %w", err)
 	}
@@ -333,8 +375,57 @@ func (c *TraceCompactor) merge(ctx context.Context, tenant string, bkt objstore.
 		}
 	}
 	c.compactions.Inc()
-	c.logger.Info("compacted trace blocks", "tenant", tenant, "block", id, "inputs", len(batch), "spans_in", in, "spans_out", len(rows))
+	c.logger.Info("compacted trace blocks", "tenant", tenant, "block", id, "inputs", len(batch), "spans_in", in, "spans_out", built.meta.Spans)
 	return nil
+}
+
+// spanCursor reads a data file's spans in order, a batch at a time.
+type spanCursor struct {
+	rd     *parquet.GenericReader[spanRow]
+	buf    []spanRow
+	pos, n int
+	err    error
+}
+
+func newSpanCursor(data []byte) *spanCursor {
+	return &spanCursor{rd: parquet.NewGenericReader[spanRow](bytes.NewReader(data)), buf: make([]spanRow, 1024)}
+}
+
+// fill makes buf[pos] the next span; false at the end or on error (err).
+func (c *spanCursor) fill() bool {
+	if c.pos < c.n {
+		return true
+	}
+	// Zeroed rows make the reader allocate fresh blobs instead of reusing
+	// memory that spans already handed out still point to.
+	clear(c.buf)
+	n, err := c.rd.Read(c.buf)
+	c.pos, c.n = 0, n
+	if err != nil && !errors.Is(err, io.EOF) {
+		c.err = fmt.Errorf("decode spans: %w", err)
+		return false
+	}
+	if n == 0 {
+		_ = c.rd.Close()
+		return false
+	}
+	return true
+}
+
+// cursorHeap orders cursors by their current span.
+type cursorHeap []*spanCursor
+
+func (h cursorHeap) Len() int { return len(h) }
+func (h cursorHeap) Less(i, j int) bool {
+	return rowLess(&h[i].buf[h[i].pos], &h[j].buf[h[j].pos])
+}
+func (h cursorHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *cursorHeap) Push(x any)   { *h = append(*h, x.(*spanCursor)) }
+func (h *cursorHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 func (c *TraceCompactor) markDeleted(ctx context.Context, bkt objstore.Bucket, id ulid.ULID, reason string) error {
