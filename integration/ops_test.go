@@ -1,11 +1,17 @@
 package integration
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // TestOperationalEndpoints: what an operator curls first.
@@ -79,5 +85,20 @@ func TestPrintConfig(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("-print.config lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestGRPCHealth: client pools (distributors, queriers) health-check instances through the
+// standard gRPC health service; an instance that does not answer it gets dropped.
+func TestGRPCHealth(t *testing.T) {
+	in := startVigil(t, t.TempDir())
+	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", in.GRPCPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := grpc_health_v1.NewHealthClient(conn).Check(context.Background(), &grpc_health_v1.HealthCheckRequest{})
+	if err != nil || resp.Status != grpc_health_v1.HealthCheckResponse_SERVING {
+		t.Fatalf("gRPC health: %v %v", resp, err)
 	}
 }

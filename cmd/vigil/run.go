@@ -8,11 +8,13 @@ import (
 	"net/http"
 
 	"github.com/grafana/dskit/dns"
+	"github.com/grafana/dskit/grpcutil"
 	"github.com/grafana/dskit/server"
 	"github.com/grafana/dskit/services"
 	"github.com/grafana/dskit/user"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/vigil-obs/vigil/pkg/util/logutil"
 	"github.com/vigil-obs/vigil/pkg/util/tenant"
@@ -36,6 +38,12 @@ func (v *vigil) run(ctx context.Context) error {
 		return fmt.Errorf("create service manager: %w", err)
 	}
 	v.server.HTTP.Path("/ready").Methods(http.MethodGet).Handler(readyHandler(sm))
+	// Distributors' and queriers' client pools health-check instances through the standard
+	// gRPC health service and drop those that fail it. The ingester registers its own,
+	// tied to its state; other roles answer for the whole process.
+	if _, ok := v.server.GRPC.GetServiceInfo()[grpc_health_v1.Health_ServiceDesc.ServiceName]; !ok {
+		grpc_health_v1.RegisterHealthServer(v.server.GRPC, grpcutil.NewHealthCheck(sm))
+	}
 
 	failed := make(chan error, 1)
 	sm.AddListener(services.NewManagerListener(nil, nil, func(s services.Service) {
