@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -512,14 +513,23 @@ func (i *TraceIngester) uploadPending(ctx context.Context, h *tenantHead) error 
 }
 
 func (i *TraceIngester) uploadHeadBlock(ctx context.Context, tenant string, b *headBlock) error {
-	rows := make([]spanRow, 0, b.spans)
-	for _, lt := range b.traces {
-		rows = append(rows, lt.rows...)
+	// Trace by trace in ID order: only one trace's spans are copied at a
+	// time, not the whole head.
+	ids := make([]TraceID, 0, len(b.traces))
+	for id := range b.traces {
+		ids = append(ids, id)
 	}
-	sortRows(rows)
-	rows = dedupSorted(rows)
+	sort.Slice(ids, func(a, c int) bool { return compareBytes(ids[a][:], ids[c][:]) < 0 })
 	id := ulid.MustNew(ulid.Timestamp(i.now()), ulid.DefaultEntropy())
-	built, err := buildBlock(id, tenant, rows, i.cfg.RowGroupSpans, 1, nil)
+	bb := newBlockBuilder(id, tenant, i.cfg.RowGroupSpans, 1, nil)
+	for _, tid := range ids {
+		tr := append([]spanRow(nil), b.traces[tid].rows...)
+		sortRows(tr)
+		if err := bb.addTrace(dedupSorted(tr)); err != nil {
+			return fmt.Errorf("build block %s: %w", id, err)
+		}
+	}
+	built, err := bb.finish()
 	if err != nil {
 		return fmt.Errorf("build block %s: %w", id, err)
 	}
