@@ -685,3 +685,26 @@ func TestTenantFromGRPCMetadataWithoutInterceptor(t *testing.T) {
 		t.Fatalf("found=%v err=%v", found, err)
 	}
 }
+
+func TestHeadQueryReturnsTracesOverGRPCDefaultLimit(t *testing.T) {
+	ing := startIngester(t, testIngesterConfig(t.TempDir()), newTestBucket(t), nil)
+	cc := serveGRPC(t, ing)
+	ctx := tenantCtx("t1")
+	// One trace of ~6 MiB: 3000 spans with a 2 KiB attribute each.
+	td := genTraces(genOpts{traces: 1, spansPerTrace: 3000, seed: 5})
+	rss := td.ResourceSpans()
+	big := strings.Repeat("x", 2048)
+	for i := 0; i < rss.Len(); i++ {
+		sp := rss.At(i).ScopeSpans().At(0).Spans()
+		for j := 0; j < sp.Len(); j++ {
+			sp.At(j).Attributes().PutStr("payload", big)
+		}
+	}
+	if _, err := ing.Export(ctx, exportReq(td)); err != nil {
+		t.Fatal(err)
+	}
+	got, found, err := NewQueryClient(cc).TraceByID(ctx, testTraceID(5, 0), time.Time{}, time.Time{})
+	if err != nil || !found || got.SpanCount() != 3000 {
+		t.Fatalf("found=%v spans=%d err=%v", found, got.SpanCount(), err)
+	}
+}

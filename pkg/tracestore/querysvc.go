@@ -25,6 +25,9 @@ const (
 	queryMethod      = "/" + queryServiceName + "/Query"
 )
 
+// maxQueryResponseBytes bounds a head query response (a whole trace).
+const maxQueryResponseBytes = 512 << 20
+
 const (
 	opTraceByID       = "trace_by_id"
 	opSearch          = "search"
@@ -156,7 +159,8 @@ func (c queryClient) call(ctx context.Context, req queryRequest) (*queryResponse
 		return nil, fmt.Errorf("encode head query: %w", err)
 	}
 	out := new(wrapperspb.BytesValue)
-	if err := c.cc.Invoke(ctx, queryMethod, wrapperspb.Bytes(b), out); err != nil {
+	// Large traces exceed gRPC's default 4 MiB receive limit.
+	if err := c.cc.Invoke(ctx, queryMethod, wrapperspb.Bytes(b), out, grpc.MaxCallRecvMsgSize(maxQueryResponseBytes)); err != nil {
 		if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
 			return nil, fmt.Errorf("%w: %s", ErrInvalidRequest, st.Message())
 		}
