@@ -123,6 +123,10 @@ func runHelper(mode string) error {
 		return retransHelper()
 	case "load":
 		return loadHelper()
+	case "pgext":
+		if err := pgExtendedHelper(os.Getenv("HELPER_PG")); err != nil {
+			return err
+		}
 	case "reset":
 		// The server aborts the connection (SO_LINGER 0): it sends an RST,
 		// the client receives it.
@@ -531,4 +535,93 @@ func TestGarbageCollectsExitedProcesses(t *testing.T) {
 	if _, ok := a.CachedServiceName(pid); ok {
 		t.Fatal("identity still cached after GC")
 	}
+}
+
+// pgExtendedHelper speaks the PostgreSQL extended query protocol (what
+// drivers such as pgx and JDBC use), which psql cannot: a named statement
+// is prepared and executed in one batch, executed again by name, and an
+// unnamed statement fails.
+func pgExtendedHelper(addr string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	msg := func(typ byte, parts ...[]byte) []byte {
+		n := 4
+		for _, p := range parts {
+			n += len(p)
+		}
+		out := []byte{typ, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+		if typ == 0 {
+			out = out[1:]
+		}
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	cstr := func(s string) []byte { return append([]byte(s), 0) }
+	// readUntilReady returns the SQLSTATE of an ErrorResponse, if any.
+	readUntilReady := func() (string, error) {
+		state := ""
+		for {
+			typ, err := r.ReadByte()
+			if err != nil {
+				return "", err
+			}
+			var l [4]byte
+			if _, err := io.ReadFull(r, l[:]); err != nil {
+				return "", err
+			}
+			body := make([]byte, int(l[0])<<24|int(l[1])<<16|int(l[2])<<8|int(l[3])-4)
+			if _, err := io.ReadFull(r, body); err != nil {
+				return "", err
+			}
+			switch typ {
+			case 'E':
+				for _, f := range strings.Split(string(body), "\x00") {
+					if strings.HasPrefix(f, "C") {
+						state = f[1:]
+					}
+				}
+			case 'Z':
+				return state, nil
+			}
+		}
+	}
+	startup := msg(0, []byte{0, 3, 0, 0}, cstr("user"), cstr("postgres"), cstr("database"), cstr("postgres"), []byte{0})
+	if _, err := c.Write(startup); err != nil {
+		return err
+	}
+	if _, err := readUntilReady(); err != nil {
+		return fmt.Errorf("startup: %w", err)
+	}
+	noParams := []byte{0, 0, 0, 0, 0, 0}
+	batches := [][]byte{
+		// Parse s1 + Bind + Describe + Execute + Sync.
+		append(append(append(append(msg('P', cstr("s1"), cstr("SELECT 42"), []byte{0, 0}),
+			msg('B', cstr(""), cstr("s1"), noParams)...), msg('D', []byte{'P'}, cstr(""))...),
+			msg('E', cstr(""), []byte{0, 0, 0, 0})...), msg('S')...),
+		// Bind s1 again by name + Execute + Sync.
+		append(append(msg('B', cstr(""), cstr("s1"), noParams), msg('E', cstr(""), []byte{0, 0, 0, 0})...), msg('S')...),
+		// Unnamed statement that fails.
+		append(append(append(msg('P', cstr(""), cstr("SELECT * FROM missing_ext"), []byte{0, 0}),
+			msg('B', cstr(""), cstr(""), noParams)...), msg('E', cstr(""), []byte{0, 0, 0, 0})...), msg('S')...),
+	}
+	want := []string{"", "", "42P01"}
+	for i, b := range batches {
+		if _, err := c.Write(b); err != nil {
+			return err
+		}
+		state, err := readUntilReady()
+		if err != nil {
+			return fmt.Errorf("batch %d: %w", i, err)
+		}
+		if state != want[i] {
+			return fmt.Errorf("batch %d: SQLSTATE %q, want %q", i, state, want[i])
+		}
+	}
+	return nil
 }

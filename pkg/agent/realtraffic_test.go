@@ -242,6 +242,21 @@ func TestPostgresClientOperations(t *testing.T) {
 	if out := client.close(); !strings.Contains(out, "missing_table") {
 		t.Fatalf("psql output lacks the expected error: %s", out)
 	}
+
+	// Extended query protocol from a driver-like client.
+	startHelper(t, "pgext", "HELPER_PG=127.0.0.1:"+port, "OTEL_SERVICE_NAME=demo-pgext")
+	ext := func(kv ...string) map[string]string {
+		m := with(kv...)
+		m[lService] = "demo-pgext"
+		return m
+	}
+	// Prepared-and-executed, then executed again by name (operation
+	// remembered from the Parse), then a failing unnamed statement.
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", ext("db_operation_name", "SELECT", "error_type", ""), 2)
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", ext("db_operation_name", "SELECT", "error_type", "42P01"), 1)
+	if got := sampleCount(t, a.Exported(), "db_client_operation_duration_seconds", map[string]string{lService: "demo-pgext"}); got != 3 {
+		t.Fatalf("extended-protocol operations = %v, want 3\n%s", got, dump(t, a.Exported(), "db_client_operation_duration_seconds"))
+	}
 }
 
 // client is a CLI kept running with its stdin as a pipe.
