@@ -176,7 +176,7 @@ func startQuerierOnRing(tb testing.TB, cfg Config, env *ringEnv, storeGateways [
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), q) })
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		addrs, _, err := q.ingesters.Addresses(context.Background())
 		if err == nil && len(addrs) == want {
