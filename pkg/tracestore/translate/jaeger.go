@@ -248,13 +248,15 @@ func JaegerTraceToOTLP(t JaegerTrace) (ptrace.Traces, error) {
 		}
 		b.Spans = append(b.Spans, span)
 	}
-	list := make([]*model.Batch, 0, len(order))
+	// One batch at a time: the translator regroups a list of batches
+	// through a map, which would make the resource order random.
+	td := ptrace.NewTraces()
 	for _, pid := range order {
-		list = append(list, batches[pid])
-	}
-	td, err := jaegertranslator.ProtoToTraces(list)
-	if err != nil {
-		return ptrace.Traces{}, fmt.Errorf("jaeger to OTLP: %w", err)
+		part, err := jaegertranslator.ProtoToTraces([]*model.Batch{batches[pid]})
+		if err != nil {
+			return ptrace.Traces{}, fmt.Errorf("jaeger to OTLP (process %s): %w", pid, err)
+		}
+		part.ResourceSpans().MoveAndAppendTo(td.ResourceSpans())
 	}
 	return td, nil
 }
@@ -425,8 +427,28 @@ func ParseSpanID(s string) (pcommon.SpanID, error) {
 	return id, nil
 }
 
-// SortSpans orders spans inside each trace by start time so responses are
-// deterministic regardless of which replica or block returned them first.
+// SortSpans orders the spans of a trace by start time (then span ID) and
+// renumbers its processes p1, p2, ... in that order, so a response does
+// not depend on which replica or block returned which spans first.
 func SortSpans(t *JaegerTrace) {
-	sort.SliceStable(t.Spans, func(i, j int) bool { return t.Spans[i].StartTime < t.Spans[j].StartTime })
+	sort.SliceStable(t.Spans, func(i, j int) bool {
+		a, b := t.Spans[i], t.Spans[j]
+		if a.StartTime != b.StartTime {
+			return a.StartTime < b.StartTime
+		}
+		return a.SpanID < b.SpanID
+	})
+	renamed := map[string]string{}
+	procs := make(map[string]JaegerProcess, len(t.Processes))
+	for i := range t.Spans {
+		old := t.Spans[i].ProcessID
+		id, ok := renamed[old]
+		if !ok {
+			id = "p" + strconv.Itoa(len(renamed)+1)
+			renamed[old] = id
+			procs[id] = t.Processes[old]
+		}
+		t.Spans[i].ProcessID = id
+	}
+	t.Processes = procs
 }

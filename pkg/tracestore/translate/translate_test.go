@@ -464,3 +464,25 @@ func TestFidelityZipkin(t *testing.T) {
 		}
 	}
 }
+
+// Responses must not depend on the order the store returned spans in.
+func TestSortSpansIsOrderIndependent(t *testing.T) {
+	td := richTrace()
+	a := JaegerTracesFromOTLP(td)[0]
+	SortSpans(&a)
+	// Reverse the resources: a different store order of the same spans.
+	rev := ptrace.NewTraces()
+	for i := td.ResourceSpans().Len() - 1; i >= 0; i-- {
+		td.ResourceSpans().At(i).CopyTo(rev.ResourceSpans().AppendEmpty())
+	}
+	b := JaegerTracesFromOTLP(rev)[0]
+	if b.Spans[0].ProcessID == a.Spans[0].ProcessID && b.Processes["p1"].ServiceName == a.Processes["p1"].ServiceName {
+		t.Fatal("test is vacuous: the reversed input already numbers processes the same way")
+	}
+	SortSpans(&b)
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if !bytes.Equal(ja, jb) {
+		t.Errorf("order-dependent output\n%s\n%s", ja, jb)
+	}
+}
