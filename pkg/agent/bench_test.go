@@ -219,9 +219,10 @@ func BenchmarkAgentOverhead(b *testing.B) {
 		// Unpaced: as fast as the load generator goes.
 		ev0 := gatherValue(a.Self(), "vigil_agent_events_processed_total", nil)
 		drop0 := gatherValue(a.Self(), "vigil_agent_kernel_events_dropped_total", nil)
-		t0 := time.Now()
+		t0, cpu1 := time.Now(), selfCPU()
 		flat := runLoad(b, 0, secs)
 		elapsed := time.Since(t0).Seconds()
+		flatCPU := selfCPU() - cpu1
 		events := gatherValue(a.Self(), "vigil_agent_events_processed_total", nil) - ev0
 		drops := gatherValue(a.Self(), "vigil_agent_kernel_events_dropped_total", nil) - drop0
 		l7drops := gatherValue(a.Self(), "vigil_agent_kernel_events_dropped_total", map[string]string{"reason": "l7_ringbuf_full"})
@@ -241,6 +242,9 @@ func BenchmarkAgentOverhead(b *testing.B) {
 		b.ReportMetric(rss/(1<<20), "agent-peak-rss-MB")
 		b.ReportMetric(served/float64(withAgent.requests), "observed-fraction")
 		b.ReportMetric(float64(flat.requests)/secs, "unpaced-req/s")
+		// At high rates the agent's fixed costs (polling, timers) fade and
+		// this is its marginal cost per request.
+		b.ReportMetric(100*flatCPU.Seconds()/elapsed/(float64(flat.requests)/secs/1000), "unpaced-agent-cpu-%core-per-1k-rps")
 		b.ReportMetric(events/elapsed, "unpaced-events/s")
 		b.ReportMetric(drops, "unpaced-kernel-drops")
 		b.ReportMetric(l7drops, "l7-ringbuf-drops")
