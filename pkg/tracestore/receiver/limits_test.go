@@ -113,7 +113,9 @@ func metadataCtx(tenant string) context.Context {
 }
 
 func TestRateLimit(t *testing.T) {
-	h := newHarness(t, false, staticLimits{rate: 1, burst: 10}, 1, 1)
+	// A refill slow enough that no amount of machine load lets the bucket
+	// recover between the pushes below.
+	h := newHarness(t, false, staticLimits{rate: 0.001, burst: 10}, 1, 1)
 	url := h.http.URL + "/otlp/v1/traces"
 	if code, body := post(t, url, ctProtobuf, otlpBody(t, makeTraces(8, 1), false), nil); code != 200 {
 		t.Fatalf("first push: %d %s", code, body)
@@ -123,7 +125,7 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("second push: %d, want 429", code)
 	}
 	msg := statusMsg(t, body, false)
-	for _, want := range []string{"ingestion rate limit", "1 spans/s, burst 10", flagRateSpans, "ingestion_rate_spans"} {
+	for _, want := range []string{"ingestion rate limit", "0.001 spans/s, burst 10", flagRateSpans, "ingestion_rate_spans"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("429 message %q lacks %q", msg, want)
 		}
