@@ -3,11 +3,10 @@
 #
 #   make ebpf        regenerate pkg/ebpf/agent_x86_bpfel.{go,o} from pkg/ebpf/bpf/*.c
 #   make ebpf-check  fail if the committed generated files differ from a fresh build
-#   make ebpf-deps   install clang-14/llvm-14 (bpf2go), redis-server and PostgreSQL
-#                    (used by the agent's real-traffic tests) when missing
+#   make ebpf-deps   install clang-14/llvm-14 (bpf2go), redis-server, PostgreSQL and
+#                    MariaDB (used by the agent's real-traffic tests) when missing
 
 EBPF_PKG     := pkg/ebpf
-EBPF_APT     := clang-14 llvm-14 redis-server postgresql iproute2
 EBPF_SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: ebpf ebpf-deps ebpf-check
@@ -21,9 +20,12 @@ ebpf-deps:
 	command -v psql >/dev/null 2>&1 || missing="$$missing postgresql-client"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v tc >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
+	command -v mariadb-install-db >/dev/null 2>&1 || missing="$$missing mariadb-server-core"; \
+	command -v mariadb >/dev/null 2>&1 || missing="$$missing mariadb-client-core"; \
 	if [ -n "$$missing" ]; then \
 		echo "ebpf-deps: installing$$missing"; \
-		$(EBPF_SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(EBPF_SUDO) apt-get install -y $$missing; \
+		$(EBPF_SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(EBPF_SUDO) apt-get install -y --no-install-recommends $$missing; \
 	fi
 
 ebpf: ebpf-deps

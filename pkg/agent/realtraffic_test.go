@@ -588,3 +588,72 @@ func waitAtLeast(t *testing.T, a *Agent, name string, labels map[string]string, 
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestMySQLClientOperations(t *testing.T) {
+	requireRoot(t)
+	installDB := requireBinary(t, "mariadb-install-db")
+	client := requireBinary(t, "mariadb")
+	server := "/usr/sbin/mariadbd"
+	if _, err := os.Stat(server); err != nil {
+		t.Fatalf("mariadbd not installed (run `make ebpf-deps`): %v", err)
+	}
+	a := startAgent(t, Config{})
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if out, err := exec.Command(installDB, "--no-defaults", "--datadir="+data, "--user=root",
+		"--auth-root-authentication-method=normal", "--skip-test-db").CombinedOutput(); err != nil {
+		t.Fatalf("mariadb-install-db: %v: %s", err, out)
+	}
+	port := strconv.Itoa(freePort(t))
+	var logs strings.Builder
+	srv := exec.Command(server, "--no-defaults", "--datadir="+data, "--user=root", "--port="+port,
+		"--bind-address=127.0.0.1", "--socket="+filepath.Join(dir, "sock"), "--skip-log-bin",
+		"--innodb-flush-log-at-trx-commit=0")
+	srv.Stdout, srv.Stderr = &logs, &logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { srv.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		srv.Process.Kill()
+		<-exited
+	})
+	for dl := time.Now().Add(60 * time.Second); ; {
+		if exec.Command(client, "--no-defaults", "-h", "127.0.0.1", "-P", port, "-u", "root", "-e", "SELECT 1").Run() == nil {
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("mariadbd exited: %s", logs.String())
+		default:
+		}
+		if time.Now().After(dl) {
+			t.Fatalf("mariadbd did not accept logins: %s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// One long-lived client (see the Redis test); --force keeps going after
+	// the failing statement.
+	c := startClient(t, exec.Command(client, "--no-defaults", "--force", "-h", "127.0.0.1", "-P", port, "-u", "root", "-D", "mysql"),
+		"OTEL_SERVICE_NAME=demo-mysql")
+	c.send("SELECT 1;\nCREATE TABLE vigil_t (a int);\nINSERT INTO vigil_t VALUES (1);\nSELECT * FROM missing_table;\n")
+	base := map[string]string{lService: "demo-mysql", "db_system": "mysql", lPeer: "127.0.0.1:" + port}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "SELECT", "error_type", ""), 1)
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "CREATE", "error_type", ""), 1)
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "INSERT", "error_type", ""), 1)
+	waitCount(t, a.Exported(), "db_client_operation_duration_seconds", with("db_operation_name", "SELECT", "error_type", "42S02"), 1)
+	if out := c.close(); !strings.Contains(out, "42S02") {
+		t.Fatalf("mariadb output lacks the expected error: %s", out)
+	}
+}
