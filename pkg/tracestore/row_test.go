@@ -1,6 +1,7 @@
 package tracestore
 
 import (
+	"bytes"
 	"testing"
 	"time"
 
@@ -164,4 +165,43 @@ func TestSearchRowSetsKeepsNewestLimit(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzAttributeBlob feeds arbitrary bytes to every reader of the compact
+// attribute encoding: corrupt blocks must produce errors, never panics or
+// huge allocations.
+func FuzzAttributeBlob(f *testing.F) {
+	var e encoder
+	m := pcommon.NewMap()
+	m.PutStr("k", "v")
+	m.PutInt("i", 7)
+	m.PutEmptySlice("s").AppendEmpty().SetBool(true)
+	m.PutEmptyMap("m").PutDouble("d", 1.5)
+	e.putMap(m)
+	f.Add(e.buf)
+	f.Add([]byte{1, 1, 'k', tagSlice, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		d := decoder{buf: blob}
+		out := pcommon.NewMap()
+		d.getMap(out)
+		if d.err == nil {
+			// A blob that decodes re-encodes to a blob that decodes to the same map.
+			var re encoder
+			re.putMap(out)
+			back := pcommon.NewMap()
+			d2 := decoder{buf: re.buf}
+			d2.getMap(back)
+			var again encoder
+			again.putMap(back)
+			// Bytes, not values: NaN != NaN, but its bits survive.
+			if d2.err != nil || !bytes.Equal(re.buf, again.buf) {
+				t.Fatalf("re-encoding changed the map: %v vs %v (%v)", out.AsRaw(), back.AsRaw(), d2.err)
+			}
+		}
+		matchAttrBlob(blob, map[string]string{"k": "v", "i": ""}, map[string]bool{})
+		newAttrIndex().addBlob(blob)
+		r := spanRow{Attrs: blob, Events: blob, Links: blob, Resource: blob, Scope: blob}
+		_, _ = rowsToTraces([]spanRow{r})
+	})
 }
