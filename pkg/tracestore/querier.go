@@ -215,6 +215,14 @@ func (q *Querier) TraceByID(ctx context.Context, id TraceID, start, end time.Tim
 	if err != nil {
 		return ptrace.NewTraces(), false, err
 	}
+	// The bucket lookup runs while the ingesters answer.
+	var brows []spanRow
+	var berr error
+	bdone := make(chan struct{})
+	go func() {
+		defer close(bdone)
+		brows, berr = q.blocks.traceRows(ctx, tenant, id, start, end)
+	}()
 	var mu sync.Mutex
 	var rows []spanRow
 	err = q.fanOut(ctx, func(r Reader) error {
@@ -228,12 +236,12 @@ func (q *Querier) TraceByID(ctx context.Context, id TraceID, start, end time.Tim
 		mu.Unlock()
 		return nil
 	})
+	<-bdone
 	if err != nil {
 		return ptrace.NewTraces(), false, err
 	}
-	brows, err := q.blocks.traceRows(ctx, tenant, id, start, end)
-	if err != nil {
-		return ptrace.NewTraces(), false, err
+	if berr != nil {
+		return ptrace.NewTraces(), false, berr
 	}
 	rows = append(rows, brows...)
 	if len(rows) == 0 {
