@@ -267,6 +267,15 @@ func TestTrackerHTTPServerAndClient(t *testing.T) {
 	if !ok || ex.Request.Path != "/y" || ex.Start != 3004 {
 		t.Fatalf("after body tail = %+v %v", ex, ok)
 	}
+	// Interim 100 Continue does not complete the request.
+	tr.Feed(seg(7, 100, true, "PUT /blob/1 HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"))
+	if _, ok := tr.Feed(seg(7, 110, false, "HTTP/1.1 100 Continue\r\n\r\n")); ok {
+		t.Fatal("100 Continue completed the exchange")
+	}
+	ex, ok = tr.Feed(seg(7, 150, false, "HTTP/1.1 204 No Content\r\n\r\n"))
+	if !ok || ex.Response.Status != 204 || ex.End-ex.Start != 50 {
+		t.Fatalf("after 100 Continue = %+v %v", ex, ok)
+	}
 	// Client side, pipelined: FIFO pairing.
 	tr.Feed(seg(5, 10, true, "GET /a HTTP/1.1\r\n\r\n"))
 	tr.Feed(seg(5, 20, true, "GET /b HTTP/1.1\r\n\r\n"))

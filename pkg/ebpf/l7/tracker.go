@@ -182,6 +182,11 @@ func (t *Tracker) feed(c *conn, s Segment, data []byte, ts uint64) (Exchange, bo
 	if !ok {
 		return Exchange{}, false, false
 	}
+	if c.proto == HTTP && resp.Status >= 100 && resp.Status < 200 && resp.Status != 101 {
+		// Interim response (100 Continue, 103 Early Hints): the final one
+		// follows for the same request.
+		return Exchange{}, false, true
+	}
 	idx := 0
 	if c.proto == DNS {
 		idx = -1
