@@ -261,6 +261,14 @@ func (q *Querier) Search(ctx context.Context, req SearchRequest) ([]TraceSummary
 	if err != nil {
 		return nil, err
 	}
+	// The bucket search runs while the ingesters answer.
+	var bres []TraceSummary
+	var berr error
+	bdone := make(chan struct{})
+	go func() {
+		defer close(bdone)
+		bres, berr = q.blocks.Search(ctx, tenant, req)
+	}()
 	set := summarySet{}
 	var mu sync.Mutex
 	err = q.fanOut(ctx, func(r Reader) error {
@@ -272,14 +280,14 @@ func (q *Querier) Search(ctx context.Context, req SearchRequest) ([]TraceSummary
 		mu.Unlock()
 		return err
 	})
+	<-bdone
 	if err != nil {
 		return nil, err
 	}
-	res, err := q.blocks.Search(ctx, tenant, req)
-	if err != nil {
-		return nil, err
+	if berr != nil {
+		return nil, berr
 	}
-	for _, s := range res {
+	for _, s := range bres {
 		set.add(s)
 	}
 	return set.sorted(limitOf(req)), nil
