@@ -115,6 +115,8 @@ type ingestTarget struct {
 	pid      int
 	client   remote.WriteClient
 	pprofURL string // CPU profile endpoint, when the target has one
+	baseURL  string
+	dataDir  string
 }
 
 // profileWhile records a CPU profile of the target while the workload runs when
@@ -150,7 +152,8 @@ func startPromReceiver(tb testing.TB) *ingestTarget {
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/vigil-obs/vigil/bench/promreceiver").CombinedOutput(); err != nil {
 		tb.Fatalf("build promreceiver: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "-dir", tb.TempDir())
+	dir := tb.TempDir()
+	cmd := exec.Command(bin, "-dir", dir)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
@@ -165,14 +168,18 @@ func startPromReceiver(tb testing.TB) *ingestTarget {
 		tb.Fatalf("promreceiver address: %v", err)
 	}
 	in := &instance{HTTPPort: mustPort(tb, addr[:len(addr)-1])}
-	return &ingestTarget{name: "prometheus", pid: cmd.Process.Pid, client: writeClient(tb, in, "/api/v1/write", remoteapi.WriteV1MessageType, "")}
+	return &ingestTarget{name: "prometheus", pid: cmd.Process.Pid, client: writeClient(tb, in, "/api/v1/write", remoteapi.WriteV1MessageType, ""), baseURL: in.URL(""), dataDir: dir}
 }
 
 func startVigilTarget(tb testing.TB, dataDir string) (*ingestTarget, *instance) {
 	tb.Helper()
-	in := startVigil(tb, dataDir)
+	// The reference has no per-tenant limits; lift Vigil's as an operator would for this load.
+	in := startVigil(tb, dataDir, benchLimitFlags...)
 	return &ingestTarget{name: "vigil", pid: in.cmd.Process.Pid, client: writeClient(tb, in, "/api/v1/push", remoteapi.WriteV1MessageType, ""), pprofURL: in.URL("/debug/pprof/profile")}, in
 }
+
+// benchLimitFlags turn off per-tenant ingestion limits for benchmarks.
+var benchLimitFlags = []string{"-distributor.ingestion-rate-limit=0", "-ingester.max-global-series-per-user=0", "-ingester.max-global-series-per-metric=0"}
 
 func mustPort(tb testing.TB, hostport string) int {
 	for i := len(hostport) - 1; i >= 0; i-- {

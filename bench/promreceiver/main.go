@@ -53,6 +53,7 @@ func run(listen, dir string) error {
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/write", remote.NewWriteHandler(logger, reg, db, remoteapi.MessageTypes{remoteapi.WriteV1MessageType, remoteapi.WriteV2MessageType}, false, false, true))
 	mux.HandleFunc("/api/v1/query_range", queryRangeHandler(engine, db))
+	mux.HandleFunc("/compact", compactHandler(db))
 
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -107,4 +108,17 @@ func parseUnix(s string) (time.Time, error) {
 		return time.Time{}, err
 	}
 	return time.UnixMilli(int64(f * 1000)), nil
+}
+
+// compactHandler cuts the whole head into a block, as Prometheus does every two hours, so
+// benchmarks can compare block sizes for the same samples.
+func compactHandler(db *tsdb.DB) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		head := db.Head()
+		if err := db.CompactHead(tsdb.NewRangeHead(head, head.MinTime(), head.MaxTime())); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
