@@ -189,12 +189,13 @@ func dedupCopy(rows []spanRow) []spanRow {
 	return dedupSorted(cp)
 }
 
-func (i *TraceIngester) headAttrs(ctx context.Context, start, end time.Time) (*attrIndex, error) {
+func (i *TraceIngester) headAttrs(ctx context.Context, start, end time.Time, only string) (*attrIndex, error) {
 	traces, err := i.headRows(ctx, start, end)
 	if err != nil {
 		return nil, err
 	}
 	ix := newAttrIndex()
+	ix.only = only
 	seenRes := map[string]struct{}{}
 	for _, rows := range traces {
 		for k := range rows {
@@ -210,7 +211,7 @@ func (i *TraceIngester) headAttrs(ctx context.Context, start, end time.Time) (*a
 
 // AttributeKeys implements Reader over the head.
 func (i *TraceIngester) AttributeKeys(ctx context.Context, start, end time.Time) ([]string, error) {
-	ix, err := i.headAttrs(ctx, start, end)
+	ix, err := i.headAttrs(ctx, start, end, "")
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +220,10 @@ func (i *TraceIngester) AttributeKeys(ctx context.Context, start, end time.Time)
 
 // AttributeValues implements Reader over the head.
 func (i *TraceIngester) AttributeValues(ctx context.Context, key string, start, end time.Time) ([]string, error) {
-	ix, err := i.headAttrs(ctx, start, end)
+	if key == "" {
+		return nil, nil
+	}
+	ix, err := i.headAttrs(ctx, start, end, key)
 	if err != nil {
 		return nil, err
 	}

@@ -367,6 +367,8 @@ const maxValueLen = 256
 
 // attrIndex collects attribute keys and bounded value sets.
 type attrIndex struct {
+	// only, when set, restricts indexing to one key (autocomplete values).
+	only string
 	Keys map[string]map[string]struct{}
 	// Overflow marks keys whose distinct values exceeded maxIndexedValues.
 	Overflow map[string]bool
@@ -409,6 +411,10 @@ func (a *attrIndex) addBlob(blob []byte) {
 	n := d.count()
 	for i := 0; i < n && d.err == nil; i++ {
 		k := d.raw()
+		if a.only != "" && string(k) != a.only {
+			d.skipValue()
+			continue
+		}
 		vals, ok := a.Keys[string(k)]
 		if !ok {
 			vals = map[string]struct{}{}
