@@ -513,9 +513,16 @@ func TestGarbageCollectsExitedProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := uint32(cmd.Process.Pid)
-	// Named while alive, then it exits.
-	if got := a.resolver.Lookup(pid).ServiceName; got != "demo-gc" {
-		t.Fatalf("named %q", got)
+	// Named while alive, then it exits. Start returns when exec has begun,
+	// possibly before the new image's environment is in place: retry.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if got := a.resolver.Lookup(pid).ServiceName; got == "demo-gc" {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("named %q", got)
+		}
+		a.resolver.Forget(pid)
+		time.Sleep(5 * time.Millisecond)
 	}
 	cmd.Process.Kill()
 	cmd.Wait()

@@ -138,6 +138,11 @@ func TestRedisClientOperations(t *testing.T) {
 	if out := rc.close(); !strings.Contains(out, "ERR") {
 		t.Fatalf("INCR on a string did not fail: %s", out)
 	}
+	// The service map: the client's peer is the redis-server process, known
+	// from the connection it accepted.
+	if got := a.PeerService("127.0.0.1:" + port); got != "redis-server" {
+		t.Fatalf("PeerService(redis) = %q, want redis-server", got)
+	}
 }
 
 func TestPostgresClientOperations(t *testing.T) {
@@ -450,6 +455,17 @@ func TestRemoteWriteAndOTLPExport(t *testing.T) {
 		{Name: "service_instance_id", Value: "node-1:" + strconv.Itoa(h.cmd.Process.Pid)},
 		{Name: "service_name", Value: "demo-export"},
 	})
+	clientSpans := func() int {
+		c := 0
+		for i, sp := range spans {
+			if spanServices[i] == "demo-export" && sp.Kind() == ptrace.SpanKindClient && sp.Name() == "GET" {
+				if p, _ := sp.Attributes().Get("url.path"); strings.HasPrefix(p.Str(), "/users/") {
+					c++
+				}
+			}
+		}
+		return c
+	}
 	serverSpans := func() int {
 		c := 0
 		for i, sp := range spans {
@@ -466,9 +482,9 @@ func TestRemoteWriteAndOTLPExport(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		mu.Lock()
-		v, nspans := latest[key], serverSpans()
+		v, nspans, ncli := latest[key], serverSpans(), clientSpans()
 		mu.Unlock()
-		if v == n && nspans == n {
+		if v == n && nspans == n && ncli == n {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -480,7 +496,7 @@ func TestRemoteWriteAndOTLPExport(t *testing.T) {
 				}
 			}
 			mu.Unlock()
-			t.Fatalf("remote write value %v (want %d), server spans %d (want %d); series seen: %v", v, n, nspans, n, keys)
+			t.Fatalf("remote write value %v (want %d), server spans %d, client spans %d (want %d); series seen: %v", v, n, nspans, ncli, n, keys)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -144,3 +144,21 @@ func TestResolverSelf(t *testing.T) {
 		t.Fatalf("self lookup = %+v", info)
 	}
 }
+
+func TestProgramName(t *testing.T) {
+	cases := map[string]string{
+		"/usr/bin/redis-server 127.0.0.1:6379\x00":  "redis-server",
+		"redis-server *:6379\x00\x00":               "redis-server",
+		"postgres: checkpointer \x00":               "postgres",
+		"nginx: worker process\x00":                 "nginx",
+		"/usr/bin/python3\x00-m\x00http.server\x00": "python3",
+		"./api\x00--port=80\x00":                    "api",
+		"":                                          "",
+		"\x00":                                      "",
+	}
+	for in, want := range cases {
+		if got := ProgramName([]byte(in)); got != want {
+			t.Errorf("ProgramName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // Info is what the agent knows about one process.
@@ -91,7 +92,11 @@ func (r *Resolver) read(pid uint32) Info {
 	if b, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
 		info.Cgroup = ParseCgroup(string(b))
 	}
-	if target, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
+	if b, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && ProgramName(b) != "" {
+		// argv[0] names multi-call binaries the way users started them
+		// (Debian's redis-server is a link to redis-check-rdb).
+		info.Exe = ProgramName(b)
+	} else if target, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
 		info.Exe = filepath.Base(strings.TrimSuffix(target, " (deleted)"))
 	} else if b, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
 		// Kernel threads and processes of other users' mount namespaces may
@@ -104,6 +109,22 @@ func (r *Resolver) read(pid uint32) Info {
 		info.ServiceName, info.Source = fmt.Sprintf("pid-%d", pid), "pid"
 	}
 	return info
+}
+
+// ProgramName returns the program name from a /proc/<pid>/cmdline block:
+// the base name of argv[0], cut at the first space or colon because servers
+// rewrite their process title ("postgres: checkpointer", "nginx: worker
+// process", "redis-server *:6379").
+func ProgramName(cmdline []byte) string {
+	argv0, _, _ := bytes.Cut(cmdline, []byte{0})
+	if i := bytes.IndexAny(argv0, " :"); i >= 0 {
+		argv0 = argv0[:i]
+	}
+	name := filepath.Base(string(argv0))
+	if name == "." || name == "/" || !utf8.ValidString(name) {
+		return ""
+	}
+	return name
 }
 
 // ParseEnviron parses a NUL-separated environment block.
