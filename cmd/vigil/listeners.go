@@ -33,44 +33,22 @@ func (c *ListenersConfig) RegisterFlags(f *flag.FlagSet) {
 
 // newHTTPListener serves h on addr for the lifetime of the returned service.
 func newHTTPListener(name, addr string, h http.Handler, logger *slog.Logger) services.Service {
-	var (
-		srv  *http.Server
-		done = make(chan error, 1)
-	)
-	starting := func(context.Context) error {
-		lis, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("%s listener on %s: %w", name, addr, err)
-		}
-		srv = &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
-		logger.Info("listening", "listener", name, "addr", lis.Addr().String())
-		go func() { done <- srv.Serve(lis) }()
-		return nil
-	}
-	running := func(ctx context.Context) error {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-done:
-			return fmt.Errorf("%s listener: %w", name, err)
-		}
-	}
-	stopping := func(error) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+	return newListener(name, addr, logger, srv.Serve, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			return fmt.Errorf("shut down %s listener: %w", name, err)
-		}
-		if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("%s listener: %w", name, err)
-		}
-		return nil
-	}
-	return services.NewBasicService(starting, running, stopping).WithName(name)
+		return srv.Shutdown(ctx)
+	})
 }
 
 // newGRPCListener serves srv on addr for the lifetime of the returned service.
 func newGRPCListener(name, addr string, srv *grpc.Server, logger *slog.Logger) services.Service {
+	return newListener(name, addr, logger, srv.Serve, func() error { srv.GracefulStop(); return nil })
+}
+
+// newListener binds addr when the service starts (so a taken port fails start-up), serves
+// on it until the service stops, then shuts the server down gracefully.
+func newListener(name, addr string, logger *slog.Logger, serve func(net.Listener) error, shutdown func() error) services.Service {
 	done := make(chan error, 1)
 	starting := func(context.Context) error {
 		lis, err := net.Listen("tcp", addr)
@@ -78,7 +56,7 @@ func newGRPCListener(name, addr string, srv *grpc.Server, logger *slog.Logger) s
 			return fmt.Errorf("%s listener on %s: %w", name, addr, err)
 		}
 		logger.Info("listening", "listener", name, "addr", lis.Addr().String())
-		go func() { done <- srv.Serve(lis) }()
+		go func() { done <- serve(lis) }()
 		return nil
 	}
 	running := func(ctx context.Context) error {
@@ -90,8 +68,12 @@ func newGRPCListener(name, addr string, srv *grpc.Server, logger *slog.Logger) s
 		}
 	}
 	stopping := func(error) error {
-		srv.GracefulStop()
-		<-done
+		if err := shutdown(); err != nil {
+			return fmt.Errorf("shut down %s listener: %w", name, err)
+		}
+		if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("%s listener: %w", name, err)
+		}
 		return nil
 	}
 	return services.NewBasicService(starting, running, stopping).WithName(name)
