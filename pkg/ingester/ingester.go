@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
 
+	"github.com/vigil-obs/vigil/pkg/ingester/client"
 	"github.com/vigil-obs/vigil/pkg/util/tenant"
 )
 
@@ -38,6 +39,9 @@ type Ingester struct {
 	lifecycler *ring.BasicLifecycler // nil when no KV store was given
 	subs       *services.Manager
 	subsWatch  *services.FailureWatcher
+	// unregisterLocal removes this ingester from the in-process Push short-circuit
+	// (client.RegisterLocalPusher); nil when not registered.
+	unregisterLocal func()
 
 	mtx          sync.RWMutex
 	shuttingDown bool // set once stopping began: no TSDB may be opened after that
@@ -101,7 +105,12 @@ func (i *Ingester) starting(ctx context.Context) error {
 	}
 	i.subsWatch = services.NewFailureWatcher()
 	i.subsWatch.WatchManager(i.subs)
+	// A distributor in this process that finds this ingester in the ring pushes to it
+	// directly; others reach it over gRPC. Push answers Unavailable until Running, as
+	// over gRPC.
+	i.unregisterLocal = client.RegisterLocalPusher(i.lifecycler.GetInstanceAddr(), i)
 	if err := services.StartManagerAndAwaitHealthy(ctx, i.subs); err != nil {
+		i.unregisterLocal()
 		return fmt.Errorf("join ingester ring: %w", err)
 	}
 	return nil
@@ -157,6 +166,9 @@ func (i *Ingester) running(ctx context.Context) error {
 
 func (i *Ingester) stopping(_ error) error {
 	var errs []error
+	if i.unregisterLocal != nil {
+		i.unregisterLocal()
+	}
 	if i.subs != nil {
 		// Leaves the ring (LeaveOnStoppingDelegate) before the TSDBs close, so
 		// distributors stop sending here first.

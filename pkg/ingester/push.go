@@ -146,13 +146,12 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 		// Commit, samples that are out of order within the same batch. So order within
 		// the request is handled here: samples are sorted per series, and a series sent
 		// twice in one request is checked against what this request already appended.
-		sortSamples(ts.Samples)
-		sortHistograms(ts.Histograms)
+		samplesSorted, histsSorted := sortSamples(ts.Samples), sortHistograms(ts.Histograms)
 		prev := seen.get(lset)
 
 		var ref storage.SeriesRef
 		limited := false
-		for j, s := range ts.Samples {
+		for j, s := range samplesSorted {
 			if s.Timestamp <= prev.floatT {
 				if s.Timestamp == prev.floatT && math.Float64bits(s.Value) == math.Float64bits(prev.floatV) {
 					samples++ // identical resend: already stored, as Prometheus treats it
@@ -184,8 +183,8 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 		if limited {
 			continue
 		}
-		for j := range ts.Histograms {
-			h := &ts.Histograms[j]
+		for j := range histsSorted {
+			h := &histsSorted[j]
 			if h.Timestamp <= prev.histT {
 				reason, msg := client.ReasonOutOfOrder, "older than another histogram of the same series in this request"
 				if h.Timestamp == prev.histT {
@@ -365,16 +364,27 @@ func (b *batchSeries) get(lset labels.Labels) *batchEntry {
 	return &b.entries[idx]
 }
 
-func sortSamples(s []prompb.Sample) {
-	if !slices.IsSortedFunc(s, func(a, b prompb.Sample) int { return cmpInt64(a.Timestamp, b.Timestamp) }) {
-		slices.SortStableFunc(s, func(a, b prompb.Sample) int { return cmpInt64(a.Timestamp, b.Timestamp) })
+// sortSamples returns s sorted by timestamp. Unsorted input is sorted in a copy: with
+// the in-process Push (client.RegisterLocalPusher) the backing array may be shared with
+// the pushes to other replicas running concurrently.
+func sortSamples(s []prompb.Sample) []prompb.Sample {
+	cmp := func(a, b prompb.Sample) int { return cmpInt64(a.Timestamp, b.Timestamp) }
+	if slices.IsSortedFunc(s, cmp) {
+		return s
 	}
+	s = slices.Clone(s)
+	slices.SortStableFunc(s, cmp)
+	return s
 }
 
-func sortHistograms(h []prompb.Histogram) {
-	if !slices.IsSortedFunc(h, func(a, b prompb.Histogram) int { return cmpInt64(a.Timestamp, b.Timestamp) }) {
-		slices.SortStableFunc(h, func(a, b prompb.Histogram) int { return cmpInt64(a.Timestamp, b.Timestamp) })
+func sortHistograms(h []prompb.Histogram) []prompb.Histogram {
+	cmp := func(a, b prompb.Histogram) int { return cmpInt64(a.Timestamp, b.Timestamp) }
+	if slices.IsSortedFunc(h, cmp) {
+		return h
 	}
+	h = slices.Clone(h)
+	slices.SortStableFunc(h, cmp)
+	return h
 }
 
 func cmpInt64(a, b int64) int {

@@ -13,6 +13,9 @@ import (
 	"github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/vigil-obs/vigil/pkg/ingester/client"
 )
 
 func TestRingRegistration(t *testing.T) {
@@ -60,6 +63,36 @@ func TestRingRegistration(t *testing.T) {
 	r.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ingester/ring", nil))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("ring page status %d", rec.Code)
+	}
+
+	// A client for the ring address reaches this ingester in-process (whatever listens
+	// on 19095), and the ingester leaves the request as it was (unsorted samples are sorted
+	// in a copy: replicas may share them).
+	c, err := client.New(inst.Addr, client.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	base := time.Now().UnixMilli()
+	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: "up"}},
+		Samples: []prompb.Sample{{Timestamp: base + 1, Value: 2}, {Timestamp: base, Value: 1}},
+	}}}
+	resp, err := c.Push(ctxFor("team-a"), req)
+	if err != nil {
+		t.Fatalf("in-process push: %v", err)
+	}
+	if resp.SamplesWritten != 2 || len(resp.Rejections) != 0 {
+		t.Fatalf("unexpected response %s", resp)
+	}
+	if req.Timeseries[0].Samples[0].Timestamp != base+1 {
+		t.Fatal("push modified the request's samples")
+	}
+	ing.mtx.RLock()
+	_, local := ing.tsdbs["team-a"]
+	ing.mtx.RUnlock()
+	if !local {
+		t.Fatal("the push did not reach this ingester in-process")
 	}
 
 	if err := services.StopAndAwaitTerminated(context.Background(), ing); err != nil {

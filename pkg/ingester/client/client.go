@@ -27,6 +27,9 @@ type Config struct {
 	MaxRecvMsgSize int           `yaml:"grpc_max_recv_msg_size"`
 	MaxSendMsgSize int           `yaml:"grpc_max_send_msg_size"`
 	KeepaliveTime  time.Duration `yaml:"grpc_keepalive_time"`
+	// InProcessPush lets Push call an ingester running in the same process directly
+	// instead of over loopback gRPC (see local.go).
+	InProcessPush bool `yaml:"in_process_push"`
 }
 
 // RegisterFlags registers the flags under -ingester.client.
@@ -40,6 +43,7 @@ func (cfg *Config) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	f.IntVar(&cfg.MaxRecvMsgSize, prefix+"grpc-max-recv-msg-size", 100<<20, "Maximum size in bytes of a gRPC message received from an ingester.")
 	f.IntVar(&cfg.MaxSendMsgSize, prefix+"grpc-max-send-msg-size", 100<<20, "Maximum size in bytes of a gRPC message sent to an ingester.")
 	f.DurationVar(&cfg.KeepaliveTime, prefix+"grpc-keepalive-time", 20*time.Second, "Interval of gRPC keepalive pings to ingesters; 0 disables them.")
+	f.BoolVar(&cfg.InProcessPush, prefix+"in-process-push", true, "Push to an ingester that runs in the same process (-target=all) by a direct call instead of loopback gRPC; ingesters in other processes are always reached over gRPC.")
 }
 
 // Validate checks the configuration.
@@ -80,7 +84,9 @@ type ingesterClient struct {
 	metadatapb.MetadataClient
 	infopb.InfoClient
 	grpc_health_v1.HealthClient
-	conn *grpc.ClientConn
+	conn      *grpc.ClientConn
+	addr      string
+	inProcess bool
 }
 
 func (c *ingesterClient) Close() error {
@@ -137,6 +143,8 @@ func New(addr string, cfg Config) (IngesterClient, error) {
 		InfoClient:      infopb.NewInfoClient(conn),
 		HealthClient:    grpc_health_v1.NewHealthClient(conn),
 		conn:            conn,
+		addr:            addr,
+		inProcess:       cfg.InProcessPush,
 	}, nil
 }
 
