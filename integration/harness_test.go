@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -64,60 +65,82 @@ type instance struct {
 }
 
 // startVigil starts the binary with every listener on a free loopback port and waits for
-// /ready. extra flags come last and win.
+// /ready. extra flags come last and win. If another process took one of the chosen ports in
+// the meantime, it starts again on new ones.
 func startVigil(t testing.TB, dataDir string, extra ...string) *instance {
 	t.Helper()
-	in := &instance{
-		t: t, dataDir: dataDir,
-		HTTPPort: testutil.FreePort(t), GRPCPort: testutil.FreePort(t),
-		OTLPGRPC: testutil.FreePort(t), OTLPHTTP: testutil.FreePort(t),
-		Zipkin: testutil.FreePort(t), Jaeger: testutil.FreePort(t),
+	for attempt := 1; ; attempt++ {
+		in := &instance{
+			t: t, dataDir: dataDir,
+			HTTPPort: testutil.FreePort(t), GRPCPort: testutil.FreePort(t),
+			OTLPGRPC: testutil.FreePort(t), OTLPHTTP: testutil.FreePort(t),
+			Zipkin: testutil.FreePort(t), Jaeger: testutil.FreePort(t),
+			Memberlist: testutil.FreePort(t),
+		}
+		in.args = append([]string{
+			"-data-dir=" + dataDir,
+			"-server.http-listen-address=127.0.0.1", fmt.Sprintf("-server.http-listen-port=%d", in.HTTPPort),
+			"-server.grpc-listen-address=127.0.0.1", fmt.Sprintf("-server.grpc-listen-port=%d", in.GRPCPort),
+			fmt.Sprintf("-memberlist.bind-port=%d", in.Memberlist),
+			fmt.Sprintf("-otlp.grpc-listen-address=127.0.0.1:%d", in.OTLPGRPC),
+			fmt.Sprintf("-otlp.http-listen-address=127.0.0.1:%d", in.OTLPHTTP),
+			fmt.Sprintf("-zipkin.listen-address=127.0.0.1:%d", in.Zipkin),
+			fmt.Sprintf("-jaeger.grpc-listen-address=127.0.0.1:%d", in.Jaeger),
+			"-log.level=warn",
+		}, extra...)
+		if err := in.tryStart(); err != nil {
+			if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+				t.Logf("port taken, starting again on new ports: %v", err)
+				continue
+			}
+			t.Fatal(err)
+		}
+		t.Cleanup(in.stop)
+		return in
 	}
-	mlPort := testutil.FreePort(t)
-	in.Memberlist = mlPort
-	in.args = append([]string{
-		"-data-dir=" + dataDir,
-		"-server.http-listen-address=127.0.0.1", fmt.Sprintf("-server.http-listen-port=%d", in.HTTPPort),
-		"-server.grpc-listen-address=127.0.0.1", fmt.Sprintf("-server.grpc-listen-port=%d", in.GRPCPort),
-		fmt.Sprintf("-memberlist.bind-port=%d", mlPort),
-		fmt.Sprintf("-otlp.grpc-listen-address=127.0.0.1:%d", in.OTLPGRPC),
-		fmt.Sprintf("-otlp.http-listen-address=127.0.0.1:%d", in.OTLPHTTP),
-		fmt.Sprintf("-zipkin.listen-address=127.0.0.1:%d", in.Zipkin),
-		fmt.Sprintf("-jaeger.grpc-listen-address=127.0.0.1:%d", in.Jaeger),
-		"-log.level=warn",
-	}, extra...)
-	in.start()
-	t.Cleanup(in.stop)
-	return in
 }
 
 func (in *instance) start() {
+	in.t.Helper()
+	if err := in.tryStart(); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
+// tryStart starts the process and waits for /ready; an error carries the process output
+// when it exited during start-up.
+func (in *instance) tryStart() error {
 	in.t.Helper()
 	in.out = &syncBuffer{}
 	in.cmd = exec.Command(vigilBinary(in.t), in.args...)
 	in.cmd.Stdout, in.cmd.Stderr = in.out, in.out
 	if err := in.cmd.Start(); err != nil {
-		in.t.Fatalf("start vigil: %v", err)
+		return fmt.Errorf("start vigil: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() { _ = in.cmd.Wait(); close(exited) }()
-	testutil.Eventually(in.t, 90*time.Second, func() error {
+	in.exited = exited
+	deadline := time.Now().Add(90 * time.Second)
+	for {
 		select {
 		case <-exited:
-			in.t.Fatalf("vigil exited during start-up:\n%s", in.out.String())
+			in.cmd = nil
+			return fmt.Errorf("vigil exited during start-up:\n%s", in.out.String())
 		default:
 		}
 		resp, err := http.Get(in.URL("/ready"))
-		if err != nil {
-			return err
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("/ready: %s", resp.Status)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/ready: %s", resp.Status)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("vigil not ready within 90s: %v\n%s", err, in.out.String())
 		}
-		return nil
-	})
-	in.exited = exited
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // kill9 kills the process with SIGKILL: no shutdown hooks, no flushes.
