@@ -272,12 +272,26 @@ type instanceResponse struct {
 // every series reached its write quorum.
 func (d *Distributor) send(ctx context.Context, tenant string, req *prompb.WriteRequest) ([]instanceResponse, error) {
 	nSeries := len(req.Timeseries)
-	keys := make([]uint32, nSeries+len(req.Metadata))
-	for i := range req.Timeseries {
-		keys[i] = shardToken(tenant, req.Timeseries[i].Labels)
-	}
-	for i := range req.Metadata {
-		keys[nSeries+i] = metadataToken(tenant, req.Metadata[i].MetricFamilyName)
+	// When the ring has no more instances than the replication factor (one
+	// ingester with RF 1, three with RF 3) and zones play no part, every key
+	// maps to the same replication set: all instances. Then one key stands for
+	// the whole request, which goes to each instance as it is, instead of
+	// hashing every series, looking each one up in the ring and copying it
+	// into per-instance sub-requests. Quorum, error and cleanup handling are
+	// the ring's as for any key. (If an instance joins meanwhile, this request
+	// goes where the ring pointed a moment ago, as with any in-flight write.)
+	uniform := !d.cfg.ZoneAwarenessEnabled && d.ring.InstancesCount() <= d.cfg.ReplicationFactor
+	var keys []uint32
+	if uniform {
+		keys = []uint32{0}
+	} else {
+		keys = make([]uint32, nSeries+len(req.Metadata))
+		for i := range req.Timeseries {
+			keys[i] = shardToken(tenant, req.Timeseries[i].Labels)
+		}
+		for i := range req.Metadata {
+			keys[nSeries+i] = metadataToken(tenant, req.Metadata[i].MetricFamilyName)
+		}
 	}
 
 	// Pushes to the replicas beyond quorum continue after we answer, so
@@ -290,12 +304,16 @@ func (d *Distributor) send(ctx context.Context, tenant string, req *prompb.Write
 		responses []instanceResponse
 	)
 	err := ring.DoBatchWithOptions(ctx, ring.Write, d.ring, keys, func(inst ring.InstanceDesc, indexes []int) error {
-		sub := &prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, 0, len(indexes))}
-		for _, i := range indexes {
-			if i < nSeries {
-				sub.Timeseries = append(sub.Timeseries, req.Timeseries[i])
-			} else {
-				sub.Metadata = append(sub.Metadata, req.Metadata[i-nSeries])
+		// Ingesters only read what they are sent, so replicas may share it.
+		sub := req
+		if !uniform {
+			sub = &prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, 0, len(indexes))}
+			for _, i := range indexes {
+				if i < nSeries {
+					sub.Timeseries = append(sub.Timeseries, req.Timeseries[i])
+				} else {
+					sub.Metadata = append(sub.Metadata, req.Metadata[i-nSeries])
+				}
 			}
 		}
 		c, err := d.pool.GetClientForInstance(inst)
