@@ -23,6 +23,7 @@ func unmarshalWriteRequestNoCopy(buf []byte, req *prompb.WriteRequest) error {
 	if n := countBytesFields(buf, 1); n > 0 {
 		req.Timeseries = make([]prompb.TimeSeries, 0, n)
 	}
+	var a seriesArena
 	for len(buf) > 0 {
 		num, typ, n := protowire.ConsumeTag(buf)
 		if n < 0 {
@@ -37,7 +38,7 @@ func unmarshalWriteRequestNoCopy(buf []byte, req *prompb.WriteRequest) error {
 			}
 			buf = buf[n:]
 			req.Timeseries = append(req.Timeseries, prompb.TimeSeries{})
-			if err := unmarshalTimeSeriesNoCopy(msg, &req.Timeseries[len(req.Timeseries)-1]); err != nil {
+			if err := unmarshalTimeSeriesNoCopy(msg, &req.Timeseries[len(req.Timeseries)-1], &a); err != nil {
 				return fmt.Errorf("WriteRequest.timeseries[%d]: %w", len(req.Timeseries)-1, err)
 			}
 		case num == 3 && typ == protowire.BytesType:
@@ -61,9 +62,43 @@ func unmarshalWriteRequestNoCopy(buf []byte, req *prompb.WriteRequest) error {
 	return nil
 }
 
-func unmarshalTimeSeriesNoCopy(buf []byte, ts *prompb.TimeSeries) error {
-	if n := countBytesFields(buf, 1); n > 0 {
-		ts.Labels = make([]prompb.Label, 0, n)
+// seriesArena hands out the label and sample slices of a request's series from
+// a few shared backing arrays instead of two allocations per series. Each
+// slice is cut with a full slice expression, so appending to one series'
+// slice beyond its capacity reallocates instead of reaching into the next.
+type seriesArena struct {
+	labels  []prompb.Label
+	samples []prompb.Sample
+}
+
+const arenaChunk = 4096
+
+func (a *seriesArena) labelSlice(n int) []prompb.Label {
+	if cap(a.labels)-len(a.labels) < n {
+		a.labels = make([]prompb.Label, 0, max(n, arenaChunk))
+	}
+	l := len(a.labels)
+	a.labels = a.labels[:l+n]
+	return a.labels[l:l:l+n]
+}
+
+func (a *seriesArena) sampleSlice(n int) []prompb.Sample {
+	if cap(a.samples)-len(a.samples) < n {
+		a.samples = make([]prompb.Sample, 0, max(n, arenaChunk))
+	}
+	l := len(a.samples)
+	a.samples = a.samples[:l+n]
+	return a.samples[l:l:l+n]
+}
+
+func unmarshalTimeSeriesNoCopy(buf []byte, ts *prompb.TimeSeries, a *seriesArena) error {
+	if nl, ns := countLabelsAndSamples(buf); nl > 0 || ns > 0 {
+		if nl > 0 {
+			ts.Labels = a.labelSlice(nl)
+		}
+		if ns > 0 {
+			ts.Samples = a.sampleSlice(ns)
+		}
 	}
 	for len(buf) > 0 {
 		num, typ, n := protowire.ConsumeTag(buf)
@@ -159,6 +194,33 @@ func countBytesFields(buf []byte, num protowire.Number) int {
 		buf = buf[l:]
 	}
 	return count
+}
+
+// countLabelsAndSamples counts the label (1) and sample (2) fields of a
+// TimeSeries message in one pass. Malformed input yields a partial count; the
+// decoder reports the error.
+func countLabelsAndSamples(buf []byte) (nl, ns int) {
+	for len(buf) > 0 {
+		n, typ, l := protowire.ConsumeTag(buf)
+		if l < 0 {
+			return
+		}
+		buf = buf[l:]
+		l = skipField(n, typ, buf)
+		if l < 0 {
+			return
+		}
+		if typ == protowire.BytesType {
+			switch n {
+			case 1:
+				nl++
+			case 2:
+				ns++
+			}
+		}
+		buf = buf[l:]
+	}
+	return
 }
 
 // skipField skips an unknown field's value the way gogo-generated code does:
