@@ -79,7 +79,7 @@ func (a *seriesArena) labelSlice(n int) []prompb.Label {
 	}
 	l := len(a.labels)
 	a.labels = a.labels[:l+n]
-	return a.labels[l:l:l+n]
+	return a.labels[l : l : l+n]
 }
 
 func (a *seriesArena) sampleSlice(n int) []prompb.Sample {
@@ -88,7 +88,7 @@ func (a *seriesArena) sampleSlice(n int) []prompb.Sample {
 	}
 	l := len(a.samples)
 	a.samples = a.samples[:l+n]
-	return a.samples[l:l:l+n]
+	return a.samples[l : l : l+n]
 }
 
 func unmarshalTimeSeriesNoCopy(buf []byte, ts *prompb.TimeSeries, a *seriesArena) error {
