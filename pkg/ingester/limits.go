@@ -49,10 +49,13 @@ type seriesLimiter struct {
 
 	mtx       sync.Mutex
 	perMetric map[string]int
+
+	// refs is told about deleted series; may be nil.
+	refs *refCache
 }
 
-func newSeriesLimiter(tenant string, limits Limits) *seriesLimiter {
-	return &seriesLimiter{tenant: tenant, limits: limits, perMetric: map[string]int{}}
+func newSeriesLimiter(tenant string, limits Limits, refs *refCache) *seriesLimiter {
+	return &seriesLimiter{tenant: tenant, limits: limits, perMetric: map[string]int{}, refs: refs}
 }
 
 func (l *seriesLimiter) enable(numSeries func() uint64) {
@@ -93,6 +96,9 @@ func (l *seriesLimiter) PostCreation(lset labels.Labels) {
 
 // PostDeletion implements tsdb.SeriesLifecycleCallback.
 func (l *seriesLimiter) PostDeletion(deleted map[chunks.HeadSeriesRef]labels.Labels) {
+	if l.refs != nil {
+		l.refs.deleted(deleted)
+	}
 	l.mtx.Lock()
 	defer l.mtx.Unlock()
 	for _, lset := range deleted {

@@ -124,22 +124,37 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 	)
 	for sIdx := range req.Timeseries {
 		ts := &req.Timeseries[sIdx]
-		builder.Reset()
-		for _, l := range ts.Labels {
-			// In Prometheus a label with an empty value is the same as no label; storing
-			// it would make {x=""} and {} different series.
-			if l.Value == "" {
+		// A series the head already has is appended by reference with the labels the
+		// head holds; only unknown series need labels built from the request.
+		var (
+			lset      labels.Labels
+			cachedRef storage.SeriesRef
+		)
+		refHash, cacheable := u.refs.hashPrompb(ts.Labels)
+		if cacheable {
+			if e, ok := u.refs.get(refHash, ts.Labels); ok {
+				lset, cachedRef = e.lset, e.ref
+			}
+		}
+		if cachedRef == 0 {
+			builder.Reset()
+			for _, l := range ts.Labels {
+				// In Prometheus a label with an empty value is the same as no label;
+				// storing it would make {x=""} and {} different series.
+				if l.Value == "" {
+					continue
+				}
+				builder.Add(l.Name, l.Value)
+			}
+			// Remote-write senders should sort labels, but the TSDB silently misbehaves
+			// if they do not, so sort (cheap when already sorted). Labels copies the
+			// strings: request labels may alias a receive buffer.
+			builder.Sort()
+			lset = builder.Labels()
+			if lset.IsEmpty() {
+				st.reject(sIdx, lset, client.ReasonInvalidSeries, errors.New("series has no labels"), int64(len(ts.Samples)+len(ts.Histograms)+len(ts.Exemplars)))
 				continue
 			}
-			builder.Add(l.Name, l.Value)
-		}
-		// Remote-write senders should sort labels, but the TSDB silently misbehaves if
-		// they do not, so sort (cheap when already sorted).
-		builder.Sort()
-		lset := builder.Labels()
-		if lset.IsEmpty() {
-			st.reject(sIdx, lset, client.ReasonInvalidSeries, errors.New("series has no labels"), int64(len(ts.Samples)+len(ts.Histograms)+len(ts.Exemplars)))
-			continue
 		}
 
 		// The TSDB checks order only against committed samples and silently drops, at
@@ -149,7 +164,7 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 		samplesSorted, histsSorted := sortSamples(ts.Samples), sortHistograms(ts.Histograms)
 		prev := seen.get(lset)
 
-		var ref storage.SeriesRef
+		ref := cachedRef
 		limited := false
 		for j, s := range samplesSorted {
 			if s.Timestamp <= prev.floatT {
@@ -215,6 +230,9 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 				break
 			}
 			st.reject(sIdx, lset, reason, fmt.Errorf("histogram at %s: %w", fmtTS(h.Timestamp), err), 1)
+		}
+		if cacheable && ref != 0 && ref != cachedRef {
+			u.refs.put(refHash, ref, lset)
 		}
 		if limited {
 			continue

@@ -28,6 +28,8 @@ type userTSDB struct {
 	dir     string
 	db      *tsdb.DB
 	limiter *seriesLimiter
+	// refs caches head series references by labels for pushes (see refCache).
+	refs    *refCache
 	shipper *shipper // nil when shipping is disabled
 	logger  *slog.Logger
 
@@ -58,10 +60,12 @@ func (i *Ingester) openTSDB(tenant string) (*userTSDB, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create TSDB dir for tenant %q: %w", tenant, err)
 	}
+	refs := newRefCache()
 	u := &userTSDB{
 		tenant:   tenant,
 		dir:      dir,
-		limiter:  newSeriesLimiter(tenant, i.limits),
+		limiter:  newSeriesLimiter(tenant, i.limits, refs),
+		refs:     refs,
 		logger:   i.logger.With("tenant", tenant),
 		metadata: map[string]prompb.MetricMetadata{},
 	}
