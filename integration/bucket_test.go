@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/thanos/pkg/block/metadata"
 
 	"github.com/vigil-obs/vigil/pkg/storage/bucket"
@@ -29,11 +30,7 @@ import (
 func TestBlocksInS3QueriedAfterLocalCopyIsGone(t *testing.T) {
 	m := testutil.StartMinIO(t)
 	dataDir := t.TempDir()
-	in := startVigil(t, dataDir,
-		"-storage.backend=s3", "-storage.s3.endpoint="+m.Endpoint, "-storage.s3.bucket-name="+m.Bucket,
-		"-storage.s3.access-key-id="+m.AccessKey, "-storage.s3.secret-access-key="+m.SecretKey,
-		"-storage.s3.insecure", "-storage.s3.path-style",
-	)
+	in := startVigil(t, dataDir, s3Flags(m)...)
 	ctx := context.Background()
 	now := time.Now().Truncate(time.Minute)
 	oldStart := now.Add(-3 * time.Hour)
@@ -68,13 +65,7 @@ func TestBlocksInS3QueriedAfterLocalCopyIsGone(t *testing.T) {
 		t.Fatalf("flush: %s", resp.Status)
 	}
 
-	// Inspect the bucket with an S3 client of our own.
-	bcfg := bucket.Config{Backend: bucket.S3, S3: bucket.S3Config{Endpoint: m.Endpoint, BucketName: m.Bucket, AccessKeyID: m.AccessKey, Insecure: true, PathStyle: true}}
-	_ = bcfg.S3.SecretAccessKey.Set(m.SecretKey)
-	bkt, err := bucket.NewClient(ctx, bcfg, "inspect", slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bkt := minioClient(t, m)
 	var metas []*metadata.Meta
 	testutil.Eventually(t, 2*time.Minute, func() error {
 		metas = nil
@@ -161,4 +152,27 @@ func TestBlocksInS3QueriedAfterLocalCopyIsGone(t *testing.T) {
 			t.Fatalf("%v has %v samples across bucket and head, want %d", s.Metric, s.Value, oldPoints+newPoints)
 		}
 	}
+}
+
+// s3Flags point vigil at the MinIO server m.
+func s3Flags(m *testutil.MinIO) []string {
+	return []string{
+		"-storage.backend=s3", "-storage.s3.endpoint=" + m.Endpoint, "-storage.s3.bucket-name=" + m.Bucket,
+		"-storage.s3.access-key-id=" + m.AccessKey, "-storage.s3.secret-access-key=" + m.SecretKey,
+		"-storage.s3.insecure", "-storage.s3.path-style",
+	}
+}
+
+// minioClient is an S3 client of the test's own, to inspect what vigil put in the bucket.
+func minioClient(t *testing.T, m *testutil.MinIO) objstore.Bucket {
+	t.Helper()
+	cfg := bucket.Config{Backend: bucket.S3, S3: bucket.S3Config{Endpoint: m.Endpoint, BucketName: m.Bucket, AccessKeyID: m.AccessKey, Insecure: true, PathStyle: true}}
+	if err := cfg.S3.SecretAccessKey.Set(m.SecretKey); err != nil {
+		t.Fatal(err)
+	}
+	bkt, err := bucket.NewClient(context.Background(), cfg, "inspect", slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bkt
 }

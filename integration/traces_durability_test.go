@@ -123,10 +123,33 @@ func TestKill9KeepsAcknowledgedSpans(t *testing.T) {
 
 // TestTraceBlocksServedFromBucket: after a flush the traces live in the bucket at
 // <tenant>/traces/<ULID>/ with meta.json; with the ingester's local state deleted, trace by
-// ID and search still answer from the blocks.
+// ID and search still answer from the blocks. Runs on the filesystem bucket and on S3
+// (MinIO).
 func TestTraceBlocksServedFromBucket(t *testing.T) {
-	dataDir := t.TempDir()
-	in := startVigil(t, dataDir, "-traces.querier.block-sync-interval=1s")
+	t.Run("filesystem", func(t *testing.T) {
+		dataDir := t.TempDir()
+		testTraceBlocks(t, dataDir, func(ctx context.Context) ([]string, error) {
+			return filepath.Glob(filepath.Join(dataDir, "bucket", "anonymous", "traces", "*", "meta.json"))
+		})
+	})
+	t.Run("s3", func(t *testing.T) {
+		m := testutil.StartMinIO(t)
+		bkt := minioClient(t, m)
+		testTraceBlocks(t, t.TempDir(), func(ctx context.Context) ([]string, error) {
+			var metas []string
+			err := bkt.Iter(ctx, "anonymous/traces/", func(dir string) error {
+				if ok, err := bkt.Exists(ctx, dir+"meta.json"); err == nil && ok {
+					metas = append(metas, dir+"meta.json")
+				}
+				return nil
+			})
+			return metas, err
+		}, s3Flags(m)...)
+	})
+}
+
+func testTraceBlocks(t *testing.T, dataDir string, listMetas func(context.Context) ([]string, error), extra ...string) {
+	in := startVigil(t, dataDir, append([]string{"-traces.querier.block-sync-interval=1s"}, extra...)...)
 	ctx := context.Background()
 	start := time.Now().Add(-10 * time.Minute)
 	for i := 0; i < 20; i++ {
@@ -142,9 +165,9 @@ func TestTraceBlocksServedFromBucket(t *testing.T) {
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("flush: %s", resp.Status)
 	}
-	metas, _ := filepath.Glob(filepath.Join(dataDir, "bucket", "anonymous", "traces", "*", "meta.json"))
-	if len(metas) == 0 {
-		t.Fatal("no trace block with meta.json in the bucket after flush")
+	metas, err := listMetas(ctx)
+	if err != nil || len(metas) == 0 {
+		t.Fatalf("no trace block with meta.json in the bucket after flush: %v", err)
 	}
 
 	in.stop()
