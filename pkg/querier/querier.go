@@ -404,8 +404,20 @@ func (f *fanoutQuerier) fetchOne(ctx context.Context, c Client, req *storepb.Ser
 		sorted = true
 		limit  = int64(f.q.cfg.MaxFetchedSeriesPerQuery)
 	)
+	// Series and their chunk lists are carved out of slabs: one allocation per few
+	// hundred series instead of two per series.
+	var (
+		lb         labels.ScratchBuilder
+		seriesSlab []fetchedSeries
+		chunkSlab  []rawChunk
+	)
 	add := func(s *storepb.Series) error {
-		lset := client.PromLabelsFromZLabels(s.Labels)
+		lb.Reset()
+		for _, l := range s.Labels {
+			lb.Add(l.Name, l.Value)
+		}
+		// Labels copies the strings, so the result does not pin the receive buffer.
+		lset := lb.Labels()
 		if n := len(out); n > 0 {
 			switch cmp := labels.Compare(out[n-1].lset, lset); {
 			case cmp == 0:
@@ -418,8 +430,20 @@ func (f *fanoutQuerier) fetchOne(ctx context.Context, c Client, req *storepb.Ser
 		if limit > 0 && f.fetched.Add(1) > limit {
 			return &limitError{msg: fmt.Sprintf("the query exceeded the maximum number of series fetched (limit: %d series); narrow the selectors or time range, or raise -querier.max-fetched-series-per-query", limit)}
 		}
-		fs, err := newFetchedSeries(lset, s.Chunks)
-		if err != nil {
+		if len(seriesSlab) == 0 {
+			seriesSlab = make([]fetchedSeries, 256)
+		}
+		fs := &seriesSlab[0]
+		seriesSlab = seriesSlab[1:]
+		n := len(s.Chunks)
+		if len(chunkSlab) < n {
+			chunkSlab = make([]rawChunk, max(n, 4096))
+		}
+		// The capacity is capped, so a later append (split series) reallocates instead of
+		// overwriting the next series' chunks.
+		buf := chunkSlab[:0:n]
+		chunkSlab = chunkSlab[n:]
+		if err := fs.init(lset, s.Chunks, buf); err != nil {
 			return err
 		}
 		out = append(out, fs)
@@ -478,13 +502,24 @@ func (f *fanoutQuerier) Select(ctx context.Context, _ bool, hints *storage.Selec
 	if err != nil {
 		return storage.ErrSeriesSet(err)
 	}
-	ss := make([]storage.SeriesSet, 0, len(sets))
-	for _, s := range sets {
-		ss = append(ss, &listSeriesSet{series: s})
-	}
 	limit := 0
 	if hints != nil {
 		limit = hints.Limit
+	}
+	ss := make([]storage.SeriesSet, 0, len(sets))
+	for _, s := range sets {
+		if len(s) > 0 {
+			ss = append(ss, &listSeriesSet{series: s})
+		}
+	}
+	if len(ss) == 1 {
+		// Only one backend has data: its series are sorted and unique already, so the
+		// merge (a heap and a merge function call per series) would change nothing.
+		l := ss[0].(*listSeriesSet)
+		if limit > 0 && len(l.series) > limit {
+			l.series = l.series[:limit]
+		}
+		return withWarnings{SeriesSet: l, warns: warns}
 	}
 	return withWarnings{SeriesSet: storage.NewMergeSeriesSet(ss, limit, storage.ChainedSeriesMerge), warns: warns}
 }

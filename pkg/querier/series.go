@@ -14,10 +14,13 @@ import (
 	"github.com/vigil-obs/vigil/pkg/querier/storeapi"
 )
 
-// rawChunk is one decoded-on-demand chunk received through the StoreAPI.
+// rawChunk is one chunk received through the StoreAPI, kept as encoded bytes. The bytes
+// alias the gRPC message buffer (the codec gives every message its own copy); chunks are
+// only decoded while iterating, into reused chunk and iterator objects.
 type rawChunk struct {
 	mint, maxt int64
-	chk        chunkenc.Chunk
+	enc        chunkenc.Encoding
+	data       []byte
 }
 
 // fetchedSeries is one series as returned by one backend: labels plus its raw chunks sorted
@@ -33,11 +36,17 @@ type fetchedSeries struct {
 // newFetchedSeries converts the chunks of a StoreAPI series. Only raw chunks are supported:
 // Vigil never serves downsampled aggregates.
 func newFetchedSeries(lset labels.Labels, in []storepb.AggrChunk) (*fetchedSeries, error) {
-	s := &fetchedSeries{lset: lset, chunks: make([]rawChunk, 0, len(in))}
-	if err := s.add(in); err != nil {
+	s := &fetchedSeries{}
+	if err := s.init(lset, in, make([]rawChunk, 0, len(in))); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// init sets the series up with buf (len 0) as chunk storage.
+func (s *fetchedSeries) init(lset labels.Labels, in []storepb.AggrChunk, buf []rawChunk) error {
+	s.lset, s.chunks = lset, buf
+	return s.add(in)
 }
 
 func (s *fetchedSeries) add(in []storepb.AggrChunk) error {
@@ -49,11 +58,7 @@ func (s *fetchedSeries) add(in []storepb.AggrChunk) error {
 		if err != nil {
 			return fmt.Errorf("series %s: %w", s.lset, err)
 		}
-		chk, err := chunkenc.FromData(enc, c.Raw.Data)
-		if err != nil {
-			return fmt.Errorf("series %s: decode chunk: %w", s.lset, err)
-		}
-		s.chunks = append(s.chunks, rawChunk{mint: c.MinTime, maxt: c.MaxTime, chk: chk})
+		s.chunks = append(s.chunks, rawChunk{mint: c.MinTime, maxt: c.MaxTime, enc: enc, data: c.Raw.Data})
 	}
 	if !slices.IsSortedFunc(s.chunks, cmpChunk) {
 		slices.SortStableFunc(s.chunks, cmpChunk)
@@ -84,19 +89,146 @@ type sampleSeries struct{ *fetchedSeries }
 func (s sampleSeries) Labels() labels.Labels { return s.lset }
 
 func (s sampleSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
-	// One chunk needs no merging. Several go through the chain iterator, which also merges
-	// overlapping chunks; for sorted, disjoint chunks it costs one timestamp comparison per
-	// sample. (A hand-written concatenating iterator would need a Seek(int64) method, which
-	// go vet's stdmethods check rejects.)
-	if len(s.chunks) == 1 {
-		return s.chunks[0].chk.Iterator(it)
+	if !s.overlapping {
+		// Sorted, disjoint chunks (the normal case): concatenate them, reusing the
+		// caller's iterator and its decoders.
+		ci, ok := it.(*concatIterator[int64])
+		if !ok {
+			ci = &concatIterator[int64]{}
+		}
+		ci.reset(s.chunks)
+		return ci
 	}
+	// Overlapping chunks (out-of-order head data) go through the chain iterator, which
+	// merges samples.
 	its := make([]chunkenc.Iterator, 0, len(s.chunks))
 	for _, c := range s.chunks {
-		its = append(its, c.chk.Iterator(nil))
+		chk, err := chunkenc.FromData(c.enc, c.data)
+		if err != nil {
+			return chunkenc.NewNopIterator() // unreachable: encodings are checked on receipt
+		}
+		its = append(its, chk.Iterator(nil))
 	}
 	return storage.ChainSampleIteratorFromIterators(it, its)
 }
+
+// concatIterator iterates over sorted, non-overlapping chunks one after the other. It keeps
+// one chunk and one iterator per encoding and re-points them at each chunk's bytes, so a
+// series costs no allocation once the iterator is warm.
+//
+// The type parameter exists only for go vet: its stdmethods check insists that any method
+// named Seek taking an int64 has io.Seeker's signature, and does not look through type
+// parameters. Use concatIterator[int64], which implements chunkenc.Iterator.
+type concatIterator[T ~int64] struct {
+	chunkenc.Iterator // the current chunk's iterator; nil before the first and after the last chunk
+
+	chunks []rawChunk
+	i      int // index of the current chunk
+	chks   [chunkenc.EncFloatHistogram + 1]chunkenc.Chunk
+	its    [chunkenc.EncFloatHistogram + 1]chunkenc.Iterator
+	err    error
+}
+
+var _ chunkenc.Iterator = (*concatIterator[int64])(nil)
+
+func (c *concatIterator[T]) reset(chks []rawChunk) {
+	c.Iterator, c.chunks, c.i, c.err = nil, chks, -1, nil
+}
+
+// open makes chunk i the current one.
+func (c *concatIterator[T]) open(i int) bool {
+	rc := c.chunks[i]
+	c.i = i
+	if int(rc.enc) >= len(c.chks) {
+		c.fail(fmt.Errorf("unsupported chunk encoding %s", rc.enc))
+		return false
+	}
+	chk := c.chks[rc.enc]
+	if chk == nil {
+		var err error
+		if chk, err = chunkenc.FromData(rc.enc, rc.data); err != nil {
+			c.fail(err)
+			return false
+		}
+		c.chks[rc.enc] = chk
+	} else {
+		chk.Reset(rc.data)
+	}
+	c.its[rc.enc] = chk.Iterator(c.its[rc.enc])
+	c.Iterator = c.its[rc.enc]
+	return true
+}
+
+func (c *concatIterator[T]) fail(err error) {
+	c.err, c.Iterator, c.i = err, nil, len(c.chunks)
+}
+
+// current reports the end of the current chunk's samples, recording its error if any.
+func (c *concatIterator[T]) currentDone() bool {
+	if err := c.Iterator.Err(); err != nil {
+		c.fail(err)
+		return false
+	}
+	return true
+}
+
+// Next implements chunkenc.Iterator.
+func (c *concatIterator[T]) Next() chunkenc.ValueType {
+	for {
+		if c.Iterator != nil {
+			if vt := c.Iterator.Next(); vt != chunkenc.ValNone {
+				return vt
+			}
+			if !c.currentDone() {
+				return chunkenc.ValNone
+			}
+		}
+		if c.i+1 >= len(c.chunks) {
+			c.Iterator, c.i = nil, len(c.chunks)
+			return chunkenc.ValNone
+		}
+		if !c.open(c.i + 1) {
+			return chunkenc.ValNone
+		}
+	}
+}
+
+// Seek implements chunkenc.Iterator: it moves to the first sample at or after t, and does
+// nothing if the current sample already is.
+func (c *concatIterator[T]) Seek(t T) chunkenc.ValueType {
+	ts := int64(t)
+	if c.Iterator != nil {
+		if vt := c.Iterator.Seek(ts); vt != chunkenc.ValNone {
+			return vt
+		}
+		if !c.currentDone() {
+			return chunkenc.ValNone
+		}
+	}
+	for {
+		next := c.i + 1
+		if next >= len(c.chunks) {
+			c.Iterator, c.i = nil, len(c.chunks)
+			return chunkenc.ValNone
+		}
+		if c.chunks[next].maxt < ts {
+			c.i = next // skip chunks that end before t without decoding them
+			continue
+		}
+		if !c.open(next) {
+			return chunkenc.ValNone
+		}
+		if vt := c.Iterator.Seek(ts); vt != chunkenc.ValNone {
+			return vt
+		}
+		if !c.currentDone() {
+			return chunkenc.ValNone
+		}
+	}
+}
+
+// Err implements chunkenc.Iterator.
+func (c *concatIterator[T]) Err() error { return c.err }
 
 // chunkSeries adapts fetchedSeries to storage.ChunkSeries.
 type chunkSeries struct{ *fetchedSeries }
@@ -106,10 +238,20 @@ func (s chunkSeries) Labels() labels.Labels { return s.lset }
 func (s chunkSeries) Iterator(chunks.Iterator) chunks.Iterator {
 	metas := make([]chunks.Meta, 0, len(s.chunks))
 	for _, c := range s.chunks {
-		metas = append(metas, chunks.Meta{MinTime: c.mint, MaxTime: c.maxt, Chunk: c.chk})
+		chk, err := chunkenc.FromData(c.enc, c.data)
+		if err != nil {
+			return errChunksIterator{fmt.Errorf("series %s: decode chunk: %w", s.lset, err)}
+		}
+		metas = append(metas, chunks.Meta{MinTime: c.mint, MaxTime: c.maxt, Chunk: chk})
 	}
 	return storage.NewListChunkSeriesIterator(metas...)
 }
+
+type errChunksIterator struct{ err error }
+
+func (errChunksIterator) At() chunks.Meta { return chunks.Meta{} }
+func (errChunksIterator) Next() bool      { return false }
+func (e errChunksIterator) Err() error    { return e.err }
 
 // listSeriesSet iterates over fetched series that are already sorted and unique by labels.
 type listSeriesSet struct {

@@ -118,3 +118,39 @@ func equalInts(a, b []int64) bool {
 	}
 	return true
 }
+
+func TestConcatIterator_SeekAcrossChunksAndReuse(t *testing.T) {
+	a, err := newFetchedSeries(labels.FromStrings("__name__", "a"), []storepb.AggrChunk{
+		xorChunk(t, 1, 2, 3), xorChunk(t, 10, 11), xorChunk(t, 20, 21, 22), xorChunk(t, 30),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newFetchedSeries(labels.FromStrings("__name__", "b"), []storepb.AggrChunk{xorChunk(t, 5, 6), xorChunk(t, 7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := sampleSeries{a}.Iterator(nil)
+	for _, step := range []struct{ seek, want int64 }{{0, 1}, {1, 1}, {2, 2}, {12, 20}, {15, 20}, {21, 21}, {23, 30}} {
+		if it.Seek(step.seek) == chunkenc.ValNone {
+			t.Fatalf("seek %d found nothing", step.seek)
+		}
+		if got := it.AtT(); got != step.want {
+			t.Fatalf("seek %d: at %d, want %d", step.seek, got, step.want)
+		}
+	}
+	if it.Seek(31) != chunkenc.ValNone || it.Next() != chunkenc.ValNone {
+		t.Fatal("iterator not exhausted after the last chunk")
+	}
+	// The iterator is reused for the next series and starts from scratch.
+	it2 := sampleSeries{b}.Iterator(it)
+	if it2 != it {
+		t.Error("iterator not reused")
+	}
+	if got := collect(t, it2); !equalInts(got, []int64{5, 6, 7}) {
+		t.Errorf("reused iterator: %v", got)
+	}
+	if got := collect(t, sampleSeries{a}.Iterator(it2)); !equalInts(got, []int64{1, 2, 3, 10, 11, 20, 21, 22, 30}) {
+		t.Errorf("reused again: %v", got)
+	}
+}
