@@ -6,7 +6,7 @@ export PATH := $(GOBIN):$(PATH)
 
 TEST_TIMEOUT  ?= 30m
 
-.PHONY: all build test test-deps bench vet fmt minio docs
+.PHONY: all build test test-deps bench vet fmt minio azurite docs
 
 all: build
 
@@ -20,10 +20,14 @@ vet:
 	$(GO) vet ./...
 
 # Components add their own prerequisites to test-deps from mk/*.mk.
-test-deps: minio
+test-deps: minio azurite
 
 minio:
 	@command -v minio >/dev/null 2>&1 || { echo "installing minio into $(GOBIN)"; $(GO) install github.com/minio/minio@latest; }
+
+# Azurite: Microsoft's Azure Storage emulator, for the Azure bucket tests.
+azurite:
+	@[ -x .tools/azurite/node_modules/.bin/azurite-blob ] || { echo "installing azurite into .tools/azurite"; npm install --no-audit --no-fund --prefix .tools/azurite azurite@3.37.0; }
 
 test: test-deps
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi

@@ -94,7 +94,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 
 	f.StringVar(&c.Azure.AccountName, "storage.azure.account-name", "", "Azure storage account name.")
 	f.Var(&c.Azure.AccountKey, "storage.azure.account-key", "Azure storage account key.")
-	f.Var(&c.Azure.ConnectionString, "storage.azure.connection-string", "Azure storage connection string; replaces account name and key.")
+	f.Var(&c.Azure.ConnectionString, "storage.azure.connection-string", "Azure storage connection string; replaces the account key (e.g. for Azurite or a custom blob endpoint).")
 	f.StringVar(&c.Azure.ContainerName, "storage.azure.container-name", "", "Azure blob container name.")
 	f.StringVar(&c.Azure.Endpoint, "storage.azure.endpoint-suffix", "", "Azure endpoint suffix. Empty means blob.core.windows.net.")
 }
@@ -124,8 +124,11 @@ func (c *Config) Validate() error {
 		if c.Azure.ContainerName == "" {
 			return errors.New("storage.azure.container-name: must be set for the azure backend")
 		}
-		if c.Azure.AccountName == "" && c.Azure.ConnectionString.String() == "" {
-			return errors.New("storage.azure.account-name: must be set (or storage.azure.connection-string) for the azure backend")
+		if c.Azure.AccountName == "" {
+			return errors.New("storage.azure.account-name: must be set for the azure backend")
+		}
+		if c.Azure.AccountKey.String() != "" && c.Azure.ConnectionString.String() != "" {
+			return errors.New("storage.azure.account-key: set either it or storage.azure.connection-string, not both")
 		}
 	default:
 		return fmt.Errorf("storage.backend: unknown backend %q, want one of %s", c.Backend, strings.Join(supportedBackends, ", "))
@@ -171,7 +174,9 @@ func NewClient(ctx context.Context, cfg Config, name string, logger *slog.Logger
 		ac.StorageAccountKey = cfg.Azure.AccountKey.String()
 		ac.StorageConnectionString = cfg.Azure.ConnectionString.String()
 		ac.ContainerName = cfg.Azure.ContainerName
-		ac.Endpoint = cfg.Azure.Endpoint
+		if cfg.Azure.Endpoint != "" {
+			ac.Endpoint = cfg.Azure.Endpoint
+		}
 		bkt, err = azure.NewBucketWithConfig(gl, ac, name, nil)
 	}
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func StartMinIO(t testing.TB) *MinIO {
 		SecretKey: "vigil-test-secret",
 	}
 	consolePort := FreePort(t)
-	var out bytes.Buffer
+	var out syncWriter
 	cmd := exec.Command(bin, "server", t.TempDir(), "--address", m.Endpoint, "--console-address", fmt.Sprintf("127.0.0.1:%d", consolePort), "--quiet")
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+m.AccessKey, "MINIO_ROOT_PASSWORD="+m.SecretKey, "MINIO_BROWSER=off", "MINIO_UPDATE=off")
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -77,4 +78,22 @@ func createBucket(ctx context.Context, m *MinIO) error {
 		return err
 	}
 	return c.MakeBucket(ctx, m.Bucket, minio.MakeBucketOptions{})
+}
+
+// syncWriter collects a child process's output for error messages.
+type syncWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
