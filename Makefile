@@ -1,12 +1,13 @@
 # Vigil build and test entry points. `make test` is the one command CI runs: it installs every
-# non-Go tool the tests need (MinIO, ...) when missing, then runs every test.
+# non-Go tool the tests need when missing (MinIO for S3, fake-gcs-server for GCS, Azurite for
+# Azure, clang-14 and the databases the eBPF agent's tests talk to), then runs every test.
 GO        ?= go
 GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
 TEST_TIMEOUT  ?= 30m
 
-.PHONY: all build test test-deps bench vet fmt minio azurite docs
+.PHONY: all build test test-deps bench vet fmt minio azurite fake-gcs-server docs
 
 all: build
 
@@ -20,10 +21,13 @@ vet:
 	$(GO) vet ./...
 
 # Components add their own prerequisites to test-deps from mk/*.mk.
-test-deps: minio azurite
+test-deps: minio azurite fake-gcs-server
 
 minio:
 	@command -v minio >/dev/null 2>&1 || { echo "installing minio into $(GOBIN)"; $(GO) install github.com/minio/minio@latest; }
+
+fake-gcs-server:
+	@command -v fake-gcs-server >/dev/null 2>&1 || { echo "installing fake-gcs-server into $(GOBIN)"; $(GO) install github.com/fsouza/fake-gcs-server@v1.56.1; }
 
 # Azurite: Microsoft's Azure Storage emulator, for the Azure bucket tests.
 azurite:

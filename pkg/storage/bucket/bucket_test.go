@@ -118,3 +118,18 @@ func roundTrip(t *testing.T, ctx context.Context, bkt objstore.Bucket) {
 		t.Fatalf("range read = %q, want %q", got, "bytes")
 	}
 }
+
+func TestGCSAgainstFakeGCS(t *testing.T) {
+	g := testutil.StartFakeGCS(t)
+	t.Setenv("STORAGE_EMULATOR_HOST", g.EmulatorHost)
+	ctx := context.Background()
+	cfg := Config{Backend: GCS, GCS: GCSConfig{BucketName: g.Bucket}}
+	if err := cfg.GCS.ServiceAccount.Set(g.ServiceAccount); err != nil {
+		t.Fatal(err)
+	}
+	bkt, err := NewClient(ctx, cfg, "gcs-test", slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, ctx, bkt)
+}
