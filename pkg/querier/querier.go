@@ -348,6 +348,9 @@ func (f *fanoutQuerier) timeRange(hints *storage.SelectHints) (int64, int64) {
 	return hints.Start, hints.End
 }
 
+// seriesBatchSize is how many series the querier asks backends to put in one message.
+const seriesBatchSize = 64
+
 // fetch runs one Series call on every backend and returns one sorted, de-duplicated list
 // per backend.
 func (f *fanoutQuerier) fetch(ctx context.Context, hints *storage.SelectHints, matchers []*labels.Matcher) ([][]*fetchedSeries, annotations.Annotations, error) {
@@ -362,6 +365,9 @@ func (f *fanoutQuerier) fetch(ctx context.Context, hints *storage.SelectHints, m
 		Matchers:                pbms,
 		PartialResponseDisabled: true,
 		PartialResponseStrategy: storepb.PartialResponseStrategy_ABORT,
+		// Backends that support it (the store-gateway) send many series per message,
+		// which saves a gRPC frame, a decode and a buffer per series.
+		ResponseBatchSize: seriesBatchSize,
 	}
 	if hints != nil {
 		req.SkipChunks = hints.Func == "series"

@@ -20,8 +20,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-
-	"github.com/vigil-obs/vigil/pkg/ingester/client"
 )
 
 // ThanosTenantHeader is the gRPC metadata key a Thanos Querier uses to forward the tenant.
@@ -142,47 +140,57 @@ func (s *Server) Series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServ
 		ms = append(ms, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"))
 	}
 	set := q.Select(ctx, true, hints, ms...)
+	// Messages are marshalled by Send before it returns, so the series, label and chunk
+	// buffers are reused for the next message instead of allocated per series.
 	var (
-		sent  int64
-		chkIt chunks.Iterator
+		sent   int64
+		chkIt  chunks.Iterator
+		w      = newSeriesWriter(srv, req.ResponseBatchSize)
+		series *storepb.Series
 	)
 	for set.Next() {
-		series := set.At()
-		lset := series.Labels()
+		s := set.At()
+		lset := s.Labels()
 		if !ext.IsEmpty() {
 			lset = labelpb.ExtendSortedLabels(lset, ext)
 		}
-		out := &storepb.Series{Labels: client.ZLabelsFromPromLabels(lset)}
+		series = w.next()
+		lset.Range(func(l labels.Label) {
+			series.Labels = append(series.Labels, labelpb.ZLabel{Name: l.Name, Value: l.Value})
+		})
 		if !req.SkipChunks {
-			chkIt = series.Iterator(chkIt)
+			chkIt = s.Iterator(chkIt)
 			for chkIt.Next() {
 				meta := chkIt.At()
 				enc, err := encodingToPB(meta.Chunk.Encoding())
 				if err != nil {
 					return status.Errorf(codes.Internal, "series %s: %v", lset, err)
 				}
-				out.Chunks = append(out.Chunks, storepb.AggrChunk{
+				series.Chunks = append(series.Chunks, storepb.AggrChunk{
 					MinTime: meta.MinTime,
 					MaxTime: meta.MaxTime,
-					Raw:     &storepb.Chunk{Type: enc, Data: meta.Chunk.Bytes()},
+					Raw:     w.chunk(enc, meta.Chunk.Bytes()),
 				})
 			}
 			if err := chkIt.Err(); err != nil {
 				return toStatus(fmt.Errorf("read chunks of %s: %w", lset, err))
 			}
-			if len(out.Chunks) == 0 {
+			if len(series.Chunks) == 0 {
 				// Series whose chunks all lie outside the range carry no data: skip them
 				// like Prometheus' own queriers do.
-				continue
+				continue // next() reuses the series' slot
 			}
 		}
-		if err := srv.Send(storepb.NewSeriesResponse(out)); err != nil {
-			return fmt.Errorf("send series: %w", err)
+		if err := w.add(); err != nil {
+			return err
 		}
 		sent++
 		if req.Limit > 0 && sent >= req.Limit {
 			break
 		}
+	}
+	if err := w.flush(); err != nil {
+		return err
 	}
 	if err := set.Err(); err != nil {
 		return toStatus(fmt.Errorf("select series: %w", err))
@@ -264,6 +272,83 @@ func (s *Server) LabelValues(ctx context.Context, req *storepb.LabelValuesReques
 		resp.Warnings = append(resp.Warnings, w.Error())
 	}
 	return resp, nil
+}
+
+// maxBatchBytes bounds the chunk data of one batched message, far below gRPC message limits.
+const maxBatchBytes = 1 << 20
+
+// seriesWriter sends series one per message, or batchSize per SeriesBatch message when the
+// client asked for batches (SeriesRequest.ResponseBatchSize), reusing every buffer across
+// messages.
+type seriesWriter struct {
+	srv       storepb.Store_SeriesServer
+	batchSize int
+	batch     []*storepb.Series // series of the pending message; batch[n] is being built
+	n         int
+	chunks    []storepb.Chunk // Raw chunk headers of the pending message
+	bytes     int             // chunk bytes of the pending message
+	single    storepb.SeriesResponse_Series
+	batched   storepb.SeriesResponse_Batch
+	resp      storepb.SeriesResponse
+}
+
+func newSeriesWriter(srv storepb.Store_SeriesServer, batchSize int64) *seriesWriter {
+	w := &seriesWriter{srv: srv, batchSize: 1}
+	if batchSize > 1 {
+		w.batchSize = int(min(batchSize, 1024))
+		w.batched.Batch = &storepb.SeriesBatch{}
+	}
+	return w
+}
+
+// next returns an empty series to fill; add sends it, calling next again discards it.
+func (w *seriesWriter) next() *storepb.Series {
+	if w.n == len(w.batch) {
+		w.batch = append(w.batch, &storepb.Series{})
+	}
+	s := w.batch[w.n]
+	s.Labels, s.Chunks = s.Labels[:0], s.Chunks[:0]
+	return s
+}
+
+// chunk returns a Raw chunk header valid until the pending message is sent.
+func (w *seriesWriter) chunk(enc storepb.Chunk_Encoding, data []byte) *storepb.Chunk {
+	if len(w.chunks) == cap(w.chunks) {
+		// Never grow in place: earlier headers of the pending message point into it.
+		w.chunks = make([]storepb.Chunk, 0, max(64, 2*cap(w.chunks)))
+	}
+	w.chunks = append(w.chunks, storepb.Chunk{Type: enc, Data: data})
+	w.bytes += len(data)
+	return &w.chunks[len(w.chunks)-1]
+}
+
+// add completes the series being built and sends the pending message if it is full.
+func (w *seriesWriter) add() error {
+	w.n++
+	if w.n >= w.batchSize || w.bytes >= maxBatchBytes {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *seriesWriter) flush() error {
+	if w.n == 0 {
+		return nil
+	}
+	if w.batchSize == 1 {
+		w.single.Series = w.batch[0]
+		w.resp.Result = &w.single
+	} else {
+		w.batched.Batch.Series = w.batch[:w.n]
+		w.resp.Result = &w.batched
+	}
+	err := w.srv.Send(&w.resp)
+	w.n, w.bytes = 0, 0
+	w.chunks = w.chunks[:0]
+	if err != nil {
+		return fmt.Errorf("send series: %w", err)
+	}
+	return nil
 }
 
 func encodingToPB(e chunkenc.Encoding) (storepb.Chunk_Encoding, error) {
