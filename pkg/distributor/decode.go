@@ -18,12 +18,22 @@ import (
 // labels without copying) is alive. The remote write path guarantees that by
 // decoding into a fresh buffer per request that nothing else references.
 func unmarshalWriteRequestNoCopy(buf []byte, req *prompb.WriteRequest) error {
+	return unmarshalWriteRequestInto(buf, req, &seriesArena{}, nil)
+}
+
+// unmarshalWriteRequestInto is unmarshalWriteRequestNoCopy with the series'
+// labels and samples taken from a, and req.Timeseries from tsBuf when it is
+// large enough (both possibly reused from an earlier request).
+func unmarshalWriteRequestInto(buf []byte, req *prompb.WriteRequest, a *seriesArena, tsBuf []prompb.TimeSeries) error {
 	// Size slices exactly up front: growing them by append copies every
 	// series several times.
 	if n := countBytesFields(buf, 1); n > 0 {
-		req.Timeseries = make([]prompb.TimeSeries, 0, n)
+		if cap(tsBuf) >= n {
+			req.Timeseries = tsBuf[:0]
+		} else {
+			req.Timeseries = make([]prompb.TimeSeries, 0, n)
+		}
 	}
-	var a seriesArena
 	for len(buf) > 0 {
 		num, typ, n := protowire.ConsumeTag(buf)
 		if n < 0 {
@@ -38,7 +48,7 @@ func unmarshalWriteRequestNoCopy(buf []byte, req *prompb.WriteRequest) error {
 			}
 			buf = buf[n:]
 			req.Timeseries = append(req.Timeseries, prompb.TimeSeries{})
-			if err := unmarshalTimeSeriesNoCopy(msg, &req.Timeseries[len(req.Timeseries)-1], &a); err != nil {
+			if err := unmarshalTimeSeriesNoCopy(msg, &req.Timeseries[len(req.Timeseries)-1], a); err != nil {
 				return fmt.Errorf("WriteRequest.timeseries[%d]: %w", len(req.Timeseries)-1, err)
 			}
 		case num == 3 && typ == protowire.BytesType:
@@ -69,11 +79,32 @@ func unmarshalWriteRequestNoCopy(buf []byte, req *prompb.WriteRequest) error {
 type seriesArena struct {
 	labels  []prompb.Label
 	samples []prompb.Sample
+	// Totals handed out since the last reset, to size one array for all.
+	nLabels, nSamples int
 }
 
 const arenaChunk = 4096
 
+// reset makes the arena reusable for another request. Slices handed out
+// before must no longer be in use. It keeps one backing array of each kind,
+// big enough for the whole previous request, cleared so that it pins nothing.
+func (a *seriesArena) reset() {
+	if a.nLabels > cap(a.labels) {
+		a.labels = make([]prompb.Label, 0, a.nLabels)
+	} else {
+		clear(a.labels[:cap(a.labels)])
+		a.labels = a.labels[:0]
+	}
+	if a.nSamples > cap(a.samples) {
+		a.samples = make([]prompb.Sample, 0, a.nSamples)
+	} else {
+		a.samples = a.samples[:0]
+	}
+	a.nLabels, a.nSamples = 0, 0
+}
+
 func (a *seriesArena) labelSlice(n int) []prompb.Label {
+	a.nLabels += n
 	if cap(a.labels)-len(a.labels) < n {
 		a.labels = make([]prompb.Label, 0, max(n, arenaChunk))
 	}
@@ -83,6 +114,7 @@ func (a *seriesArena) labelSlice(n int) []prompb.Label {
 }
 
 func (a *seriesArena) sampleSlice(n int) []prompb.Sample {
+	a.nSamples += n
 	if cap(a.samples)-len(a.samples) < n {
 		a.samples = make([]prompb.Sample, 0, max(n, arenaChunk))
 	}

@@ -298,6 +298,13 @@ func (d *Distributor) send(ctx context.Context, tenant string, req *prompb.Write
 	// they must not be cancelled with the client's request.
 	pushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.RemoteTimeout)
 	pushCtx = user.InjectOrgID(pushCtx, tenant)
+	cleanup := cancel
+	if bufs := rwBuffersFrom(ctx); bufs != nil {
+		// req lives in reused buffers: keep them until every push returned
+		// (the ring calls Cleanup exactly once, after all of them).
+		bufs.acquire()
+		cleanup = func() { cancel(); bufs.release() }
+	}
 
 	var (
 		mu        sync.Mutex
@@ -333,7 +340,7 @@ func (d *Distributor) send(ctx context.Context, tenant string, req *prompb.Write
 		responses = append(responses, instanceResponse{resp: resp})
 		mu.Unlock()
 		return nil
-	}, ring.DoBatchOptions{Cleanup: cancel, IsClientError: isClientError})
+	}, ring.DoBatchOptions{Cleanup: cleanup, IsClientError: isClientError})
 	if err != nil {
 		return nil, d.ingesterError(err)
 	}

@@ -47,6 +47,8 @@ type fakeIngester struct {
 	discard bool
 	// reject lets a test have the ingester refuse series (e.g. series limits).
 	reject func(ts prompb.TimeSeries) *ingclient.Rejection
+	// block, when set, holds every push until it is closed (a slow replica).
+	block chan struct{}
 }
 
 func (f *fakeIngester) Check(context.Context, *grpc_health_v1.HealthCheckRequest, ...grpc.CallOption) (*grpc_health_v1.HealthCheckResponse, error) {
@@ -59,6 +61,9 @@ func (f *fakeIngester) Push(ctx context.Context, req *prompb.WriteRequest, _ ...
 	tenantID, err := user.ExtractOrgID(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("fake ingester: %w", err)
+	}
+	if f.block != nil {
+		<-f.block
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -78,7 +83,9 @@ func (f *fakeIngester) Push(ctx context.Context, req *prompb.WriteRequest, _ ...
 		resp.ExemplarsWritten += int64(len(ts.Exemplars))
 	}
 	if !f.discard {
-		f.pushes = append(f.pushes, req)
+		// Like a real ingester, keep only copies: the request's memory is
+		// reused once every push of it returned.
+		f.pushes = append(f.pushes, cloneWriteRequest(req))
 		f.tenant = append(f.tenant, tenantID)
 	}
 	return resp, nil
@@ -303,4 +310,17 @@ func series(lbls ...string) []prompb.Label {
 
 func userCtx(tenantID string) context.Context {
 	return user.InjectOrgID(context.Background(), tenantID)
+}
+
+// cloneWriteRequest deep-copies req (gogo's Unmarshal copies strings).
+func cloneWriteRequest(req *prompb.WriteRequest) *prompb.WriteRequest {
+	b, err := req.Marshal()
+	if err != nil {
+		panic(err)
+	}
+	out := &prompb.WriteRequest{}
+	if err := out.Unmarshal(b); err != nil {
+		panic(err)
+	}
+	return out
 }

@@ -80,6 +80,9 @@ func readBody(r io.Reader, contentLength int64, limit int, buf *bytes.Buffer) er
 type decodedBody struct {
 	*bytes.Reader
 	data []byte
+	// bufs holds data (and is where Store decodes into); the middleware
+	// releases its reference after the handler returned.
+	bufs *rwBuffers
 }
 
 func (decodedBody) Close() error { return nil }
@@ -127,12 +130,15 @@ func (d *Distributor) rwDecodeMiddleware(bufPool *sync.Pool) func(http.Handler) 
 				rwError(w, r, errTooLarge{size: n, limit: limit}.Error()+" after snappy decompression", http.StatusRequestEntityTooLarge)
 				return
 			}
-			decoded, err := snappy.Decode(nil, buf.Bytes())
+			bufs := getRWBuffers()
+			defer bufs.release()
+			decoded, err := snappy.Decode(bufs.body[:cap(bufs.body)], buf.Bytes())
 			if err != nil {
 				rwError(w, r, fmt.Sprintf("body is not snappy block-compressed: %v", err), http.StatusBadRequest)
 				return
 			}
-			r.Body = decodedBody{Reader: bytes.NewReader(decoded), data: decoded}
+			bufs.body = decoded
+			r.Body = decodedBody{Reader: bytes.NewReader(decoded), data: decoded, bufs: bufs}
 			r.Header.Del("Content-Encoding")
 			next.ServeHTTP(w, r)
 		})
@@ -168,9 +174,13 @@ type rwStore struct{ d *Distributor }
 // Store implements client_golang's remote write storage interface.
 func (s rwStore) Store(r *http.Request, msgType remoteapi.WriteMessageType) (*remoteapi.WriteResponse, error) {
 	resp := remoteapi.NewWriteResponse()
-	var body []byte
+	ctx := r.Context()
+	var (
+		body []byte
+		bufs *rwBuffers
+	)
 	if db, ok := r.Body.(decodedBody); ok {
-		body = db.data
+		body, bufs = db.data, db.bufs
 	} else {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -186,7 +196,18 @@ func (s rwStore) Store(r *http.Request, msgType remoteapi.WriteMessageType) (*re
 		req = &prompb.WriteRequest{}
 		// body is this request's own decompressed buffer, so labels may
 		// point into it instead of being copied.
-		if err := unmarshalWriteRequestNoCopy(body, req); err != nil {
+		var err error
+		if bufs != nil {
+			// Reused memory: send holds bufs until its pushes are done.
+			err = unmarshalWriteRequestInto(body, req, &bufs.arena, bufs.series)
+			if cap(req.Timeseries) > cap(bufs.series) {
+				bufs.series = req.Timeseries[:0]
+			}
+			ctx = withRWBuffers(ctx, bufs)
+		} else {
+			err = unmarshalWriteRequestNoCopy(body, req)
+		}
+		if err != nil {
 			resp.SetStatusCode(http.StatusBadRequest)
 			return resp, fmt.Errorf("decode remote write 1.0 request (prometheus.WriteRequest): %w", err)
 		}
@@ -206,7 +227,7 @@ func (s rwStore) Store(r *http.Request, msgType remoteapi.WriteMessageType) (*re
 		return resp, fmt.Errorf("unsupported message type %q", msgType)
 	}
 
-	res, err := s.d.push(r.Context(), tenantOf(r.Context()), req)
+	res, err := s.d.push(ctx, tenantOf(ctx), req)
 	resp.Samples, resp.Histograms, resp.Exemplars = res.Samples, res.Histograms, res.Exemplars
 	if err != nil {
 		var pe *PushError

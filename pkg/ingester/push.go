@@ -144,7 +144,7 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 				if l.Value == "" {
 					continue
 				}
-				builder.Add(l.Name, l.Value)
+				builder.Add(ownString(l.Name), ownString(l.Value))
 			}
 			// Remote-write senders should sort labels, but the TSDB silently misbehaves
 			// if they do not, so sort (cheap when already sorted). Labels copies the
@@ -334,7 +334,7 @@ func classifyExemplarError(err error) string {
 func prompbLabels(b *labels.ScratchBuilder, ls []prompb.Label) labels.Labels {
 	b.Reset()
 	for _, l := range ls {
-		b.Add(l.Name, l.Value)
+		b.Add(ownString(l.Name), ownString(l.Value))
 	}
 	b.Sort()
 	return b.Labels()
