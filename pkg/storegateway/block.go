@@ -41,6 +41,12 @@ type remoteBlock struct {
 	// readAhead is how many bytes the first range read of a chunk fetches.
 	readAhead int64
 
+	// Sequential read-ahead state: the last read's segment, offset and size.
+	raMtx  sync.Mutex
+	raSeg  int
+	raOff  int64
+	raSize int64
+
 	mtx            sync.Mutex
 	closing        bool
 	pendingReaders sync.WaitGroup
@@ -201,7 +207,9 @@ func (b *remoteBlock) readChunk(ref uint64) ([]byte, error) {
 	seq, off := int(ref>>32), int64(uint32(ref))
 	name := path.Join(b.id, "chunks", fmt.Sprintf("%06d", seq+1))
 
-	buf, err := b.getRange(name, off, b.readAhead)
+	bufp := b.readBuffer(b.readSize(seq, off))
+	defer readBufPool.Put(bufp)
+	buf, err := b.getRange(name, off, *bufp)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +219,7 @@ func (b *remoteBlock) readChunk(ref uint64) ([]byte, error) {
 	}
 	need := n + 1 + int(dataLen) // length varint, encoding byte, data
 	if len(buf) < need {
-		if buf, err = b.getRange(name, off, int64(need)); err != nil {
+		if buf, err = b.getRange(name, off, make([]byte, need)); err != nil {
 			return nil, err
 		}
 		if len(buf) < need {
@@ -253,18 +261,51 @@ func (b *remoteBlock) cacheFollowingChunks(segRef uint64, off int64, buf []byte,
 	}
 }
 
-func (b *remoteBlock) getRange(name string, off, length int64) ([]byte, error) {
+// readSize returns how many bytes to read for a chunk at off in segment seq. Scans read
+// chunks in file order, so a miss inside or right after the previous read of the same
+// segment doubles the read size (up to maxReadAheadFactor times readAhead): a cold scan
+// of a block costs a few large range requests instead of one per read-ahead window.
+func (b *remoteBlock) readSize(seq int, off int64) int64 {
+	b.raMtx.Lock()
+	defer b.raMtx.Unlock()
+	size := b.readAhead
+	if b.raSize > 0 && seq == b.raSeg && off >= b.raOff && off <= b.raOff+b.raSize {
+		size = min(2*b.raSize, maxReadAheadFactor*b.readAhead)
+	}
+	b.raSeg, b.raOff, b.raSize = seq, off, size
+	return size
+}
+
+// maxReadAheadFactor bounds sequential read-ahead growth: 32 x 32 KiB = 1 MiB per request.
+const maxReadAheadFactor = 32
+
+// readBufPool holds read-ahead buffers: chunks are copied out of them before they return.
+var readBufPool sync.Pool
+
+func (b *remoteBlock) readBuffer(size int64) *[]byte {
+	if p, ok := readBufPool.Get().(*[]byte); ok && int64(cap(*p)) >= size {
+		*p = (*p)[:size]
+		return p
+	}
+	buf := make([]byte, size)
+	return &buf
+}
+
+// getRange reads up to len(buf) bytes at off into buf and returns what was read (less at
+// the end of the object).
+func (b *remoteBlock) getRange(name string, off int64, buf []byte) ([]byte, error) {
+	length := int64(len(buf))
 	rc, err := b.bkt.GetRange(b.ctx, name, off, length)
 	if err != nil {
 		return nil, fmt.Errorf("get %s [%d,+%d]: %w", name, off, length, err)
 	}
 	defer rc.Close()
-	buf, err := io.ReadAll(rc)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+	n, err := io.ReadFull(rc, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("read %s [%d,+%d]: %w", name, off, length, err)
 	}
 	if b.onRead != nil {
-		b.onRead(len(buf))
+		b.onRead(n)
 	}
-	return buf, nil
+	return buf[:n], nil
 }

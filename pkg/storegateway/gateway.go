@@ -4,6 +4,7 @@
 package storegateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -28,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/tsdb/index"
 	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/thanos/pkg/block/metadata"
@@ -266,8 +268,48 @@ func (bs blockSet) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) 
 	case 1:
 		return qs[0], nil
 	}
-	return storage.NewMergeChunkQuerier(qs, nil, storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge)), nil
+	return storage.NewMergeChunkQuerier(qs, nil, concatOrCompactChunks), nil
 }
+
+// compactChunks merges overlapping chunks (replicated or not yet compacted blocks).
+var compactChunks = storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge)
+
+// concatOrCompactChunks joins one series' chunks from several blocks. Blocks normally cover
+// disjoint time ranges, and then the chunks are passed through in time order without the
+// compacting merger's per-chunk heap; only overlapping chunks are merged.
+func concatOrCompactChunks(series ...storage.ChunkSeries) storage.ChunkSeries {
+	if len(series) == 1 {
+		return series[0]
+	}
+	return &storage.ChunkSeriesEntry{
+		Lset: series[0].Labels(),
+		ChunkIteratorFn: func(chunks.Iterator) chunks.Iterator {
+			var metas []chunks.Meta
+			for _, s := range series {
+				it := s.Iterator(nil)
+				for it.Next() {
+					metas = append(metas, it.At())
+				}
+				if err := it.Err(); err != nil {
+					return errChunkIterator{err}
+				}
+			}
+			slices.SortStableFunc(metas, func(a, b chunks.Meta) int { return cmp.Compare(a.MinTime, b.MinTime) })
+			for i := 1; i < len(metas); i++ {
+				if metas[i].MinTime <= metas[i-1].MaxTime {
+					return compactChunks(series...).Iterator(nil)
+				}
+			}
+			return storage.NewListChunkSeriesIterator(metas...)
+		},
+	}
+}
+
+type errChunkIterator struct{ err error }
+
+func (errChunkIterator) At() chunks.Meta { return chunks.Meta{} }
+func (errChunkIterator) Next() bool      { return false }
+func (e errChunkIterator) Err() error    { return e.err }
 
 // SyncNow scans the bucket once: loads new blocks (downloading their index), drops blocks
 // that were deleted or marked for deletion, and removes their local files.
