@@ -527,3 +527,30 @@ func TestValidTenant(t *testing.T) {
 		}
 	}
 }
+
+func TestStoreGateway_MergesOverlappingAndConcatenatesDisjointBlocks(t *testing.T) {
+	h := newHarness(t, nil)
+	lset := labels.FromStrings("__name__", "m")
+	// Values depend only on the timestamp, so replicated samples are identical.
+	part := func(from, n int) storage.Series { return floatSeries(lset, int64(from)*15_000, n, float64(from)*1.5) }
+	h.writeBlock("t", storegatewaytest.BlockOptions{}, part(300, 10)) // disjoint, later
+	h.writeBlock("t", storegatewaytest.BlockOptions{}, part(0, 100))
+	h.writeBlock("t", storegatewaytest.BlockOptions{}, part(50, 100)) // overlaps the previous one
+	h.sync()
+	req := &storepb.SeriesRequest{MinTime: 0, MaxTime: 1 << 40, Matchers: matchers(t, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m"))}
+	_, got := h.series("t", req)
+	want := append(expectSamples(t, part(0, 150)), expectSamples(t, part(300, 10))...)
+	if err := equalSamples(got[lset.String()], want); err != nil {
+		t.Fatal(err)
+	}
+
+	h2 := newHarness(t, nil)
+	h2.writeBlock("t", storegatewaytest.BlockOptions{}, part(200, 50))
+	h2.writeBlock("t", storegatewaytest.BlockOptions{}, part(0, 100))
+	h2.writeBlock("t", storegatewaytest.BlockOptions{}, part(100, 100))
+	h2.sync()
+	_, got = h2.series("t", req)
+	if err := equalSamples(got[lset.String()], expectSamples(t, part(0, 250))); err != nil {
+		t.Fatalf("disjoint blocks: %v", err)
+	}
+}
