@@ -1,6 +1,7 @@
 package storegateway
 
 import (
+	"container/list"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -31,13 +32,17 @@ const chunkReadAhead = 32 << 10
 // fetched on demand from the bucket through the shared chunk cache. It implements
 // tsdb.BlockReader so the TSDB's own block queriers select series.
 type remoteBlock struct {
-	meta   *metadata.Meta
-	id     string // tenant/ULID, also the bucket prefix of the block
-	bkt    objstore.BucketReader
-	cache  *chunkCache
-	index  *index.Reader
-	ctx    context.Context // cancelled when the store-gateway stops
-	onRead func(bytes int)
+	meta  *metadata.Meta
+	id    string // tenant/ULID, also the bucket prefix of the block
+	bkt   objstore.BucketReader
+	cache *chunkCache
+	// loadIndex downloads the index file if it is not on local disk and opens it;
+	// removeIndex deletes the local file.
+	loadIndex   func(ctx context.Context) (*index.Reader, error)
+	removeIndex func() error
+	indexes     *indexLRU
+	ctx         context.Context // cancelled when the store-gateway stops
+	onRead      func(bytes int)
 	// readAhead is how many bytes the first range read of a chunk fetches.
 	readAhead int64
 
@@ -50,6 +55,14 @@ type remoteBlock struct {
 	mtx            sync.Mutex
 	closing        bool
 	pendingReaders sync.WaitGroup
+	index          *index.Reader // nil while evicted from local disk; guarded by mtx
+	indexRefs      int           // queries using index; guarded by mtx
+	indexSize      int64         // size of the index file, known once loaded; guarded by mtx
+	loadMtx        sync.Mutex    // serialises (re)loading the index
+
+	// Owned by indexes (guarded by its mutex).
+	lruElem  *list.Element
+	lruBytes int64
 }
 
 var _ tsdb.BlockReader = (*remoteBlock)(nil)
@@ -70,18 +83,83 @@ func (b *remoteBlock) close() error {
 	b.closing = true
 	b.mtx.Unlock()
 	b.pendingReaders.Wait()
-	if err := b.index.Close(); err != nil {
-		return fmt.Errorf("close index of block %s: %w", b.id, err)
+	b.indexes.remove(b)
+	b.mtx.Lock()
+	ir := b.index
+	b.index = nil
+	b.mtx.Unlock()
+	if ir != nil {
+		if err := ir.Close(); err != nil {
+			return fmt.Errorf("close index of block %s: %w", b.id, err)
+		}
 	}
 	return nil
 }
 
-// Index implements tsdb.BlockReader.
+// Index implements tsdb.BlockReader. It downloads the index again if it was evicted.
 func (b *remoteBlock) Index() (tsdb.IndexReader, error) {
 	if err := b.startRead(); err != nil {
 		return nil, err
 	}
-	return blockIndexReader{IndexReader: b.index, b: b}, nil
+	ir, err := b.acquireIndex()
+	if err != nil {
+		b.pendingReaders.Done()
+		return nil, err
+	}
+	return blockIndexReader{IndexReader: ir, b: b}, nil
+}
+
+// acquireIndex returns the open index with a reference held; releaseIndex drops it.
+func (b *remoteBlock) acquireIndex() (*index.Reader, error) {
+	if ir := b.refIndex(); ir != nil {
+		b.indexes.touch(b)
+		return ir, nil
+	}
+	b.loadMtx.Lock()
+	defer b.loadMtx.Unlock()
+	if ir := b.refIndex(); ir != nil { // loaded while we waited
+		b.indexes.touch(b)
+		return ir, nil
+	}
+	ir, err := b.loadIndex(b.ctx)
+	if err != nil {
+		return nil, fmt.Errorf("block %s: %w", b.id, err)
+	}
+	b.mtx.Lock()
+	b.index, b.indexSize = ir, ir.Size()
+	b.indexRefs++
+	b.mtx.Unlock()
+	b.indexes.add(b, ir.Size())
+	return ir, nil
+}
+
+func (b *remoteBlock) refIndex() *index.Reader {
+	b.mtx.Lock()
+	defer b.mtx.Unlock()
+	if b.index != nil {
+		b.indexRefs++
+	}
+	return b.index
+}
+
+func (b *remoteBlock) releaseIndex() {
+	b.mtx.Lock()
+	b.indexRefs--
+	b.mtx.Unlock()
+	b.indexes.evict(nil) // an index that was in use may now be evictable
+}
+
+// evictIndex closes and deletes the local index unless a query uses it.
+func (b *remoteBlock) evictIndex() bool {
+	b.mtx.Lock()
+	defer b.mtx.Unlock()
+	if b.index == nil || b.indexRefs > 0 {
+		return false
+	}
+	_ = b.index.Close()
+	b.index = nil
+	_ = b.removeIndex() // a leftover file is reused by the next load
+	return true
 }
 
 // Chunks implements tsdb.BlockReader.
@@ -102,7 +180,11 @@ func (b *remoteBlock) Tombstones() (tombstones.Reader, error) {
 func (b *remoteBlock) Meta() tsdb.BlockMeta { return b.meta.BlockMeta }
 
 // Size implements tsdb.BlockReader: what the block holds locally.
-func (b *remoteBlock) Size() int64 { return b.index.Size() }
+func (b *remoteBlock) Size() int64 {
+	b.mtx.Lock()
+	defer b.mtx.Unlock()
+	return b.indexSize
+}
 
 type blockIndexReader struct {
 	tsdb.IndexReader
@@ -171,8 +253,10 @@ func (r blockIndexReader) SortedLabelValues(ctx context.Context, name string, hi
 	return r.LabelValues(ctx, name, hints, matchers...)
 }
 
-// Close releases the read reference; the index itself stays open for other queries.
+// Close releases the read reference; the index itself stays open for other queries until
+// the index LRU evicts it.
 func (r blockIndexReader) Close() error {
+	r.b.releaseIndex()
 	r.b.pendingReaders.Done()
 	return nil
 }

@@ -46,6 +46,7 @@ type Config struct {
 	DataDir        string        `yaml:"data_dir"`
 	SyncInterval   time.Duration `yaml:"sync_interval"`
 	ChunkCacheSize int64         `yaml:"chunk_cache_size"`
+	IndexCacheSize int64         `yaml:"index_cache_size"`
 	// DefaultTenant answers requests without a tenant (single-tenant mode); empty rejects them.
 	DefaultTenant string `yaml:"default_tenant"`
 }
@@ -56,6 +57,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.DataDir, "store-gateway.data-dir", "./data/store-gateway", "Directory holding the downloaded index files of bucket blocks (<dir>/<tenant>/<ULID>/index).")
 	f.DurationVar(&c.SyncInterval, "store-gateway.sync-interval", time.Minute, "How often to scan the bucket for new and deleted blocks.")
 	f.Int64Var(&c.ChunkCacheSize, "store-gateway.chunk-cache-size", 256<<20, "Maximum bytes of chunk data cached in memory (LRU). 0 disables the cache.")
+	f.Int64Var(&c.IndexCacheSize, "store-gateway.index-cache-size", 4<<30, "Maximum bytes of block index files kept on local disk. Least recently used ones are deleted and downloaded again when queried. 0 keeps all of them.")
 	f.StringVar(&c.DefaultTenant, "store-gateway.default-tenant", "", "Tenant assumed for StoreAPI requests that carry none. Empty rejects such requests.")
 }
 
@@ -68,6 +70,8 @@ func (c *Config) Validate() error {
 		return errors.New("store-gateway.sync-interval must be positive")
 	case c.ChunkCacheSize < 0:
 		return errors.New("store-gateway.chunk-cache-size must not be negative")
+	case c.IndexCacheSize < 0:
+		return errors.New("store-gateway.index-cache-size must not be negative")
 	}
 	return nil
 }
@@ -82,6 +86,9 @@ type StoreGateway struct {
 	bkt    objstore.Bucket
 	logger *slog.Logger
 	cache  *chunkCache
+	// indexes bounds the local disk used by index files.
+	indexes        *indexLRU
+	indexDownloads prometheus.Counter
 
 	// ctx lives as long as the service and bounds chunk reads.
 	ctx    context.Context
@@ -142,6 +149,11 @@ func New(cfg Config, bkt objstore.Bucket, logger *slog.Logger, reg prometheus.Re
 		f.NewCounter(prometheus.CounterOpts{Name: "vigil_storegateway_chunk_cache_misses_total", Help: "Chunk cache misses."}),
 		f.NewGauge(prometheus.GaugeOpts{Name: "vigil_storegateway_chunk_cache_bytes", Help: "Bytes held by the chunk cache."}),
 	)
+	g.indexes = newIndexLRU(cfg.IndexCacheSize,
+		f.NewGauge(prometheus.GaugeOpts{Name: "vigil_storegateway_index_cache_bytes", Help: "Bytes of block index files on local disk."}),
+		f.NewCounter(prometheus.CounterOpts{Name: "vigil_storegateway_index_cache_evictions_total", Help: "Index files deleted from local disk to stay within -store-gateway.index-cache-size."}),
+	)
+	g.indexDownloads = f.NewCounter(prometheus.CounterOpts{Name: "vigil_storegateway_index_downloads_total", Help: "Index files downloaded from the bucket (at discovery and after eviction)."})
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.Server = storeapi.NewServer(g.tenantQueryable, storeapi.ServerOptions{DefaultTenant: cfg.DefaultTenant})
 	g.Service = services.NewTimerService(cfg.SyncInterval, g.starting, g.iteration, g.stopping)
@@ -478,28 +490,40 @@ func (g *StoreGateway) loadBlock(ctx context.Context, tenant string, id ulid.ULI
 
 	localDir := filepath.Join(g.cfg.DataDir, tenant, id.String())
 	localIndex := filepath.Join(localDir, "index")
-	if _, err := os.Stat(localIndex); err != nil {
-		if err := g.downloadIndex(ctx, path.Join(dir, "index"), localDir); err != nil {
-			return nil, err
-		}
+	b := &remoteBlock{
+		meta:  meta,
+		id:    dir,
+		bkt:   g.bkt,
+		cache: g.cache,
+		loadIndex: func(ctx context.Context) (*index.Reader, error) {
+			if _, err := os.Stat(localIndex); err != nil {
+				if err := g.downloadIndex(ctx, path.Join(dir, "index"), localDir); err != nil {
+					return nil, err
+				}
+				g.indexDownloads.Inc()
+			}
+			ir, err := index.NewFileReader(localIndex, index.DecodePostingsRaw)
+			if err != nil {
+				// A corrupt local copy is dropped so the next attempt downloads it again.
+				_ = os.RemoveAll(localDir)
+				return nil, fmt.Errorf("open index of %s: %w", dir, err)
+			}
+			return ir, nil
+		},
+		removeIndex: func() error { return os.Remove(localIndex) },
+		indexes:     g.indexes,
+		ctx:         g.ctx,
+		onRead:      func(n int) { g.bucketReadBytes.Add(float64(n)) },
+		readAhead:   g.readAhead,
 	}
-	ir, err := index.NewFileReader(localIndex, index.DecodePostingsRaw)
-	if err != nil {
-		// A corrupt local copy is dropped so the next sync downloads it again.
-		_ = os.RemoveAll(localDir)
-		return nil, fmt.Errorf("open index of %s: %w", dir, err)
+	// Load the index now: it validates the block before it is served, and a block that
+	// is about to be queried need not wait for the download.
+	if _, err := b.acquireIndex(); err != nil {
+		return nil, err
 	}
+	b.releaseIndex()
 	g.logger.Debug("loaded block", "tenant", tenant, "block", id, "min_time", meta.MinTime, "max_time", meta.MaxTime)
-	return &remoteBlock{
-		meta:      meta,
-		id:        dir,
-		bkt:       g.bkt,
-		cache:     g.cache,
-		index:     ir,
-		ctx:       g.ctx,
-		onRead:    func(n int) { g.bucketReadBytes.Add(float64(n)) },
-		readAhead: g.readAhead,
-	}, nil
+	return b, nil
 }
 
 // downloadIndex copies the index into localDir atomically (temp file + rename), so a crash

@@ -19,6 +19,7 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/grafana/dskit/user"
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -552,5 +553,79 @@ func TestStoreGateway_MergesOverlappingAndConcatenatesDisjointBlocks(t *testing.
 	_, got = h2.series("t", req)
 	if err := equalSamples(got[lset.String()], expectSamples(t, part(0, 250))); err != nil {
 		t.Fatalf("disjoint blocks: %v", err)
+	}
+}
+
+func TestStoreGateway_IndexCacheBoundsLocalDisk(t *testing.T) {
+	lset := labels.FromStrings("__name__", "m")
+	part := func(from, n int) storage.Series { return floatSeries(lset, int64(from)*15_000, n, float64(from)*1.5) }
+	var budget int64
+	h := newHarness(t, func(c *Config) { c.IndexCacheSize = 1 }) // the real budget is set below, before the first sync
+	var ids []ulid.ULID
+	for i := range 3 {
+		id := h.writeBlock("t", storegatewaytest.BlockOptions{}, part(i*1000, 100))
+		ids = append(ids, id)
+		attrs, err := h.bkt.Attributes(context.Background(), path.Join("t", id.String(), "index"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		budget = max(budget, attrs.Size*3/2) // room for one index, not two
+	}
+	h.gw.indexes.mtx.Lock()
+	h.gw.indexes.maxBytes = budget
+	h.gw.indexes.mtx.Unlock()
+	localIndexes := func() []string {
+		t.Helper()
+		var out []string
+		for _, id := range ids {
+			if _, err := os.Stat(filepath.Join(h.dataDir, "t", id.String(), "index")); err == nil {
+				out = append(out, id.String())
+			}
+		}
+		return out
+	}
+	h.sync()
+	if got := localIndexes(); len(got) != 1 || got[0] != ids[2].String() {
+		t.Fatalf("after sync local indexes = %v, want only the last loaded %s", got, ids[2])
+	}
+	if n := testutil.ToFloat64(h.gw.indexDownloads); n != 3 {
+		t.Fatalf("%v downloads after sync, want 3", n)
+	}
+
+	// Querying the first block's time range downloads its index again, which then
+	// replaces the other one.
+	query := func(from, n int) {
+		t.Helper()
+		req := &storepb.SeriesRequest{MinTime: int64(from) * 15_000, MaxTime: int64(from+n-1) * 15_000,
+			Matchers: matchers(t, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m"))}
+		_, got := h.series("t", req)
+		if err := equalSamples(got[lset.String()], expectSamples(t, part(from, n))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	query(0, 100)
+	if got := localIndexes(); len(got) != 1 || got[0] != ids[0].String() {
+		t.Fatalf("after query local indexes = %v, want only %s", got, ids[0])
+	}
+	if n := testutil.ToFloat64(h.gw.indexDownloads); n != 4 {
+		t.Fatalf("%v downloads, want 4", n)
+	}
+	query(0, 100) // still local: no download
+	if n := testutil.ToFloat64(h.gw.indexDownloads); n != 4 {
+		t.Fatalf("%v downloads after a repeated query, want 4", n)
+	}
+
+	// A query over all blocks holds every index while it runs and shrinks back after.
+	req := &storepb.SeriesRequest{MinTime: 0, MaxTime: 1 << 40, Matchers: matchers(t, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m"))}
+	_, got := h.series("t", req)
+	want := append(append(expectSamples(t, part(0, 100)), expectSamples(t, part(1000, 100))...), expectSamples(t, part(2000, 100))...)
+	if err := equalSamples(got[lset.String()], want); err != nil {
+		t.Fatal(err)
+	}
+	if got := localIndexes(); len(got) > 1 {
+		t.Fatalf("after a query over all blocks local indexes = %v, want at most one", got)
+	}
+	if b := testutil.ToFloat64(h.gw.indexes.size); b > float64(budget) {
+		t.Fatalf("index cache holds %v bytes, budget %d", b, budget)
 	}
 }
