@@ -122,20 +122,16 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 		builder                   = labels.NewScratchBuilder(16)
 		exBuilder                 = labels.NewScratchBuilder(2)
 	)
+	lookupsBuf := getRefLookups(len(req.Timeseries))
+	defer putRefLookups(lookupsBuf)
+	lookups := *lookupsBuf
+	refsChanged := u.refs.lookup(req.Timeseries, lookups)
 	for sIdx := range req.Timeseries {
 		ts := &req.Timeseries[sIdx]
 		// A series the head already has is appended by reference with the labels the
 		// head holds; only unknown series need labels built from the request.
-		var (
-			lset      labels.Labels
-			cachedRef storage.SeriesRef
-		)
-		refHash, cacheable := u.refs.hashPrompb(ts.Labels)
-		if cacheable {
-			if e, ok := u.refs.get(refHash, ts.Labels); ok {
-				lset, cachedRef = e.lset, e.ref
-			}
-		}
+		cached := &lookups[sIdx]
+		lset, cachedRef := cached.lset, cached.ref
 		if cachedRef == 0 {
 			builder.Reset()
 			for _, l := range ts.Labels {
@@ -231,8 +227,9 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 			}
 			st.reject(sIdx, lset, reason, fmt.Errorf("histogram at %s: %w", fmtTS(h.Timestamp), err), 1)
 		}
-		if cacheable && ref != 0 && ref != cachedRef {
-			u.refs.put(refHash, ref, lset)
+		if ref != 0 && ref != cachedRef {
+			cached.newRef, cached.newLset = ref, lset
+			refsChanged = true
 		}
 		if limited {
 			continue
@@ -261,6 +258,10 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 			}
 			exemplars++
 		}
+	}
+	if refsChanged {
+		// Also after a failed commit: the series were created in the head anyway.
+		u.refs.update(lookups)
 	}
 	if err := app.Commit(); err != nil {
 		// Nothing of this request is acknowledged; the sender retries.

@@ -31,29 +31,65 @@ func TestRefCacheUnit(t *testing.T) {
 			t.Fatalf("%v must not be cacheable", bad)
 		}
 	}
-	if _, ok := c.get(h, ls); ok {
-		t.Fatal("hit in an empty cache")
+
+	ls2 := []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "b"}}
+	lset2 := labels.FromStrings("__name__", "up", "job", "b")
+	unsorted := []prompb.Label{{Name: "job", Value: "c"}, {Name: "__name__", Value: "up"}}
+	series := []prompb.TimeSeries{{Labels: ls}, {Labels: unsorted}, {Labels: ls2}}
+	out := make([]refLookup, len(series))
+	if !c.lookup(series, out) || out[0].ref != 0 || out[2].ref != 0 || out[1].cacheable {
+		t.Fatalf("lookup in an empty cache: %+v", out)
+	}
+	out[0].newRef, out[0].newLset = 7, lset
+	out[2].newRef, out[2].newLset = 9, lset2
+	c.update(out)
+	if c.len() != 2 {
+		t.Fatalf("%d entries, want 2", c.len())
+	}
+	if c.lookup(series, out) || out[0].ref != 7 || !labels.Equal(out[0].lset, lset) || out[2].ref != 9 || out[1].ref != 0 {
+		t.Fatalf("lookup after update: %+v", out)
+	}
+	// Without the unsorted series in between, ls2 follows ls: a new link is needed once.
+	series = []prompb.TimeSeries{{Labels: ls}, {Labels: ls2}}
+	out = out[:2]
+	if !c.lookup(series, out) || out[0].ref != 7 || out[1].ref != 9 {
+		t.Fatalf("lookup in a new order: %+v", out)
+	}
+	c.update(out)
+	if c.lookup(series, out) || out[0].ref != 7 || out[1].ref != 9 {
+		t.Fatalf("lookup in a learnt order: %+v", out)
+	}
+
+	// An entry with the hash of ls but other labels (a collision) is a miss, never a
+	// wrong series.
+	c.put(h, 11, lset2)
+	if !c.lookup(series[:1], out[:1]) || out[0].ref != 0 {
+		t.Fatalf("labels not verified on hit: %+v", out[0])
 	}
 	c.put(h, 7, lset)
-	if e, ok := c.get(h, ls); !ok || e.ref != 7 || !labels.Equal(e.lset, lset) {
-		t.Fatalf("get = %+v, %v", e, ok)
-	}
-	// A colliding hash with other labels is a miss, never a wrong series.
-	other := []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "b"}}
-	if _, ok := c.get(h, other); ok {
-		t.Fatal("labels not verified on hit")
-	}
-	if _, ok := c.get(h, ls[:1]); ok {
-		t.Fatal("prefix of the cached labels matched")
-	}
+
 	// Deletion of another reference with the same labels keeps the entry.
 	c.deleted(map[chunks.HeadSeriesRef]labels.Labels{8: lset})
-	if c.len() != 1 {
+	if c.len() != 2 {
 		t.Fatal("entry of a newer series removed")
 	}
-	c.deleted(map[chunks.HeadSeriesRef]labels.Labels{7: lset})
+	c.deleted(map[chunks.HeadSeriesRef]labels.Labels{7: lset, 9: lset2})
 	if c.len() != 0 {
-		t.Fatal("entry of a deleted series kept")
+		t.Fatal("entries of deleted series kept")
+	}
+	// Deleted entries (and predictions pointing at them) are misses.
+	if !c.lookup(series, out) || out[0].ref != 0 || out[1].ref != 0 {
+		t.Fatalf("lookup after deletion: %+v", out)
+	}
+	// Freed entries are reused.
+	out[0].newRef, out[0].newLset = 12, lset
+	out[1].newRef, out[1].newLset = 13, lset2
+	c.update(out)
+	if len(c.entries) != 2 || c.len() != 2 {
+		t.Fatalf("%d entries for %d series", len(c.entries), c.len())
+	}
+	if c.lookup(series, out) || out[0].ref != 12 || out[1].ref != 13 {
+		t.Fatalf("lookup after re-adding: %+v", out)
 	}
 }
 
@@ -102,11 +138,13 @@ func TestRefCacheFollowsHead(t *testing.T) {
 		t.Fatalf("head has %d series after re-push, want 3", n)
 	}
 	// A stale reference (series gone from the head) falls back to the cached labels.
-	for i := range u.refs.shards {
-		for h, e := range u.refs.shards[i].m {
-			u.refs.shards[i].m[h] = refEntry{ref: e.ref + 1000, lset: e.lset}
+	u.refs.mu.Lock()
+	for i := range u.refs.entries {
+		if u.refs.entries[i].ref != 0 {
+			u.refs.entries[i].ref += 1000
 		}
 	}
+	u.refs.mu.Unlock()
 	push(base+45_000, 4)
 	got := querySeries(t, serveGRPC(t, ing), "t1", base, base+60_000)
 	if len(got) != 3 {
