@@ -103,35 +103,37 @@ func (a *seriesArena) reset() {
 	a.nLabels, a.nSamples = 0, 0
 }
 
-func (a *seriesArena) labelSlice(n int) []prompb.Label {
-	a.nLabels += n
-	if cap(a.labels)-len(a.labels) < n {
-		a.labels = make([]prompb.Label, 0, max(n, arenaChunk))
+// addLabel appends l to the labels of the series being decoded, which start
+// at from in a.labels. When the array is full, the series' labels so far move
+// to a new one; the returned from is where they start now.
+func (a *seriesArena) addLabel(l prompb.Label, from int) int {
+	if len(a.labels) == cap(a.labels) {
+		cur := a.labels[from:]
+		n := make([]prompb.Label, len(cur), max(arenaChunk, 2*len(cur)))
+		copy(n, cur)
+		a.labels, from = n, 0
 	}
-	l := len(a.labels)
-	a.labels = a.labels[:l+n]
-	return a.labels[l : l : l+n]
+	a.labels = append(a.labels, l)
+	a.nLabels++
+	return from
 }
 
-func (a *seriesArena) sampleSlice(n int) []prompb.Sample {
-	a.nSamples += n
-	if cap(a.samples)-len(a.samples) < n {
-		a.samples = make([]prompb.Sample, 0, max(n, arenaChunk))
+func (a *seriesArena) addSample(s prompb.Sample, from int) int {
+	if len(a.samples) == cap(a.samples) {
+		cur := a.samples[from:]
+		n := make([]prompb.Sample, len(cur), max(arenaChunk, 2*len(cur)))
+		copy(n, cur)
+		a.samples, from = n, 0
 	}
-	l := len(a.samples)
-	a.samples = a.samples[:l+n]
-	return a.samples[l : l : l+n]
+	a.samples = append(a.samples, s)
+	a.nSamples++
+	return from
 }
 
 func unmarshalTimeSeriesNoCopy(buf []byte, ts *prompb.TimeSeries, a *seriesArena) error {
-	if nl, ns := countLabelsAndSamples(buf); nl > 0 || ns > 0 {
-		if nl > 0 {
-			ts.Labels = a.labelSlice(nl)
-		}
-		if ns > 0 {
-			ts.Samples = a.sampleSlice(ns)
-		}
-	}
+	// Labels and samples are appended to the arena and cut out at the end
+	// with full slice expressions.
+	lFrom, sFrom := len(a.labels), len(a.samples)
 	for len(buf) > 0 {
 		num, typ, n := protowire.ConsumeTag(buf)
 		if n < 0 {
@@ -154,11 +156,15 @@ func unmarshalTimeSeriesNoCopy(buf []byte, ts *prompb.TimeSeries, a *seriesArena
 		var err error
 		switch num {
 		case 1:
-			ts.Labels = append(ts.Labels, prompb.Label{})
-			err = unmarshalLabelNoCopy(msg, &ts.Labels[len(ts.Labels)-1])
+			var l prompb.Label
+			if err = unmarshalLabelNoCopy(msg, &l); err == nil {
+				lFrom = a.addLabel(l, lFrom)
+			}
 		case 2:
-			ts.Samples = append(ts.Samples, prompb.Sample{})
-			err = ts.Samples[len(ts.Samples)-1].Unmarshal(msg)
+			var smp prompb.Sample
+			if err = smp.Unmarshal(msg); err == nil {
+				sFrom = a.addSample(smp, sFrom)
+			}
 		case 3:
 			ts.Exemplars = append(ts.Exemplars, prompb.Exemplar{})
 			err = ts.Exemplars[len(ts.Exemplars)-1].Unmarshal(msg)
@@ -169,6 +175,12 @@ func unmarshalTimeSeriesNoCopy(buf []byte, ts *prompb.TimeSeries, a *seriesArena
 		if err != nil {
 			return fmt.Errorf("field %d: %w", num, err)
 		}
+	}
+	if end := len(a.labels); end > lFrom {
+		ts.Labels = a.labels[lFrom:end:end]
+	}
+	if end := len(a.samples); end > sFrom {
+		ts.Samples = a.samples[sFrom:end:end]
 	}
 	return nil
 }
@@ -226,33 +238,6 @@ func countBytesFields(buf []byte, num protowire.Number) int {
 		buf = buf[l:]
 	}
 	return count
-}
-
-// countLabelsAndSamples counts the label (1) and sample (2) fields of a
-// TimeSeries message in one pass. Malformed input yields a partial count; the
-// decoder reports the error.
-func countLabelsAndSamples(buf []byte) (nl, ns int) {
-	for len(buf) > 0 {
-		n, typ, l := protowire.ConsumeTag(buf)
-		if l < 0 {
-			return
-		}
-		buf = buf[l:]
-		l = skipField(n, typ, buf)
-		if l < 0 {
-			return
-		}
-		if typ == protowire.BytesType {
-			switch n {
-			case 1:
-				nl++
-			case 2:
-				ns++
-			}
-		}
-		buf = buf[l:]
-	}
-	return
 }
 
 // skipField skips an unknown field's value the way gogo-generated code does:
