@@ -271,23 +271,28 @@ func (r blockChunkReader) Close() error {
 // ChunkOrIterable implements tsdb.ChunkReader. Chunk refs of persisted blocks are
 // segment<<32 | offset, the segment being the 0-based index of chunks/00000N.
 func (r blockChunkReader) ChunkOrIterable(meta chunks.Meta) (chunkenc.Chunk, chunkenc.Iterable, error) {
-	raw, err := r.b.readChunk(uint64(meta.Ref))
+	chk, ok, err := r.b.cache.getChunk(chunkKey{block: r.b.id, ref: uint64(meta.Ref)})
+	if err != nil {
+		return nil, nil, fmt.Errorf("block %s: decode chunk %d: %w", r.b.id, meta.Ref, err)
+	}
+	if ok {
+		return chk, nil, nil
+	}
+	raw, err := r.b.fetchChunk(uint64(meta.Ref))
 	if err != nil {
 		return nil, nil, err
 	}
-	chk, err := chunkenc.FromData(chunkenc.Encoding(raw[0]), raw[1:])
+	chk, err = chunkenc.FromData(chunkenc.Encoding(raw[0]), raw[1:])
 	if err != nil {
 		return nil, nil, fmt.Errorf("block %s: decode chunk %d: %w", r.b.id, meta.Ref, err)
 	}
 	return chk, nil, nil
 }
 
-// readChunk returns the encoding byte followed by the chunk data.
-func (b *remoteBlock) readChunk(ref uint64) ([]byte, error) {
+// fetchChunk reads a chunk (the encoding byte followed by the chunk data) from the bucket
+// and caches it with the complete chunks that follow it in the same read.
+func (b *remoteBlock) fetchChunk(ref uint64) ([]byte, error) {
 	key := chunkKey{block: b.id, ref: ref}
-	if data, ok := b.cache.get(key); ok {
-		return data, nil
-	}
 	seq, off := int(ref>>32), int64(uint32(ref))
 	name := path.Join(b.id, "chunks", fmt.Sprintf("%06d", seq+1))
 

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
 // chunkCache is a byte-bounded LRU of raw chunk bytes, shared by all blocks. It bounds the
@@ -29,6 +30,9 @@ type chunkKey struct {
 type cacheEntry struct {
 	key  chunkKey
 	data []byte // encoding byte followed by the chunk data
+	// chk is data decoded, made on the first getChunk: chunks are immutable, so every
+	// query shares one instead of decoding (allocating) a chunk per read.
+	chk chunkenc.Chunk
 }
 
 // entryOverhead approximates the per-entry bookkeeping (map + list element) so that many
@@ -49,6 +53,28 @@ func (c *chunkCache) get(k chunkKey) ([]byte, bool) {
 	}
 	c.misses.Inc()
 	return nil, false
+}
+
+// getChunk is get returning the decoded chunk.
+func (c *chunkCache) getChunk(k chunkKey) (chunkenc.Chunk, bool, error) {
+	c.mtx.Lock()
+	defer c.mtx.Unlock()
+	e, ok := c.items[k]
+	if !ok {
+		c.misses.Inc()
+		return nil, false, nil
+	}
+	c.ll.MoveToFront(e)
+	c.hits.Inc()
+	ent := e.Value.(*cacheEntry)
+	if ent.chk == nil {
+		chk, err := chunkenc.FromData(chunkenc.Encoding(ent.data[0]), ent.data[1:])
+		if err != nil {
+			return nil, true, err
+		}
+		ent.chk = chk
+	}
+	return ent.chk, true, nil
 }
 
 func (c *chunkCache) put(k chunkKey, data []byte) {
