@@ -296,9 +296,14 @@ func concatOrCompactChunks(series ...storage.ChunkSeries) storage.ChunkSeries {
 	return &storage.ChunkSeriesEntry{
 		Lset: series[0].Labels(),
 		ChunkIteratorFn: func(chunks.Iterator) chunks.Iterator {
-			var metas []chunks.Meta
+			var (
+				metas = make([]chunks.Meta, 0, 2*len(series))
+				it    chunks.Iterator
+			)
 			for _, s := range series {
-				it := s.Iterator(nil)
+				// Each iterator is drained before the next series reuses it; the metas
+				// keep no reference to it (blocks have no tombstones to re-encode).
+				it = s.Iterator(it)
 				for it.Next() {
 					metas = append(metas, it.At())
 				}
