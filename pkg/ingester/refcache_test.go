@@ -2,6 +2,8 @@ package ingester
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,4 +157,80 @@ func TestRefCacheFollowsHead(t *testing.T) {
 			t.Fatalf("series %s has %d samples", s.lset, n)
 		}
 	}
+}
+
+// TestRefCacheConcurrentRounds pushes rounds of series in changing batches and orders
+// from concurrent senders, as remote-write shards do, and checks that every sample
+// landed in its own series.
+func TestRefCacheConcurrentRounds(t *testing.T) {
+	ing := startIngester(t, testConfig(t), nil, nil)
+	const nSeries, rounds, senders = 2000, 6, 4
+	lsets := benchSeries(nSeries)
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	for r := 0; r < rounds; r++ {
+		// Each round: a different rotation and batch size, split over the senders.
+		order := make([]int, nSeries)
+		for i := range order {
+			order[i] = (i*7 + r*131) % nSeries
+		}
+		batch := 100 + r*150
+		var wg sync.WaitGroup
+		errs := make(chan error, senders)
+		for s := 0; s < senders; s++ {
+			wg.Add(1)
+			go func(s int) {
+				defer wg.Done()
+				for lo := s * batch; lo < nSeries; lo += senders * batch {
+					req := &prompb.WriteRequest{}
+					for _, i := range order[lo:min(lo+batch, nSeries)] {
+						req.Timeseries = append(req.Timeseries, prompb.TimeSeries{
+							Labels:  lsets[i],
+							Samples: []prompb.Sample{{Timestamp: base + int64(r)*15_000, Value: float64(i*100 + r)}},
+						})
+					}
+					resp, err := ing.Push(ctxFor("t1"), req)
+					if err == nil && (len(resp.Rejections) != 0 || resp.SamplesWritten != int64(len(req.Timeseries))) {
+						err = fmt.Errorf("push: %s", resp)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}(s)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	got := querySeries(t, serveGRPC(t, ing), "t1", base, base+int64(rounds)*15_000)
+	if len(got) != nSeries {
+		t.Fatalf("%d series stored, want %d", len(got), nSeries)
+	}
+	idx := map[string]int{}
+	for i, ls := range lsets {
+		idx[labelsString(ls)] = i
+	}
+	for _, s := range got {
+		i, ok := idx[s.lset.String()]
+		if !ok || len(s.samples) != rounds {
+			t.Fatalf("series %s: known %v, %d samples", s.lset, ok, len(s.samples))
+		}
+		for r, smp := range s.samples {
+			if smp.t != base+int64(r)*15_000 || smp.v != float64(i*100+r) {
+				t.Fatalf("series %s sample %d = %+v", s.lset, r, smp)
+			}
+		}
+	}
+}
+
+func labelsString(ls []prompb.Label) string {
+	b := labels.NewScratchBuilder(len(ls))
+	for _, l := range ls {
+		b.Add(l.Name, l.Value)
+	}
+	b.Sort()
+	return b.Labels().String()
 }
