@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 
@@ -81,6 +82,9 @@ func (v *vigil) initTraceReceiver() (services.Service, error) {
 func (v *vigil) initTraceQuerier() (services.Service, error) {
 	heads := tracestore.NewAddrHeadSource(func(context.Context) ([]string, error) {
 		rs, err := v.ingesterRing.GetReplicationSetForOperation(ring.Read)
+		if errors.Is(err, ring.ErrEmptyRing) {
+			return nil, nil // no ingester running: answer from the bucket's blocks
+		}
 		if err != nil {
 			return nil, fmt.Errorf("ingester ring: %w", err)
 		}

@@ -151,6 +151,11 @@ type RingAddresses struct{ Ring ring.ReadRing }
 // Addresses implements AddressSource.
 func (r RingAddresses) Addresses(context.Context) ([]string, int, error) {
 	rs, err := r.Ring.GetReplicationSetForOperation(ring.Read)
+	if errors.Is(err, ring.ErrEmptyRing) {
+		// No ingester is running (scaled to zero, or all restarting): older data is still
+		// in the bucket, so answer from the store-gateways rather than failing.
+		return nil, 0, nil
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("ingester ring: %w", err)
 	}
