@@ -210,6 +210,20 @@ func TestTracesFromEveryClientReadByEveryAPI(t *testing.T) {
 		t.Errorf("search service=payments error=true: %+v, want only %s", search.Data, grpcTrace)
 	}
 
+	// Grafana's Tempo search builder: errors of one service.
+	resp, err = http.Get(in.URL("/tempo/api/search?q=" + url.QueryEscape(`{ resource.service.name = "payments" && status = error }`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tempoSearch struct {
+		Traces []struct{ TraceID string }
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&tempoSearch)
+	resp.Body.Close()
+	if len(tempoSearch.Traces) != 1 || !strings.HasSuffix(grpcTrace.String(), strings.TrimLeft(tempoSearch.Traces[0].TraceID, "0")) {
+		t.Errorf("tempo search status=error: %+v, want only %s", tempoSearch.Traces, grpcTrace)
+	}
+
 	// Derived metrics through PromQL: the node graph Grafana draws.
 	api := queryAPI(t, in, "/prometheus", "")
 	testutil.Eventually(t, 60*time.Second, func() error {

@@ -146,7 +146,8 @@ func TestErrors(t *testing.T) {
 		{"/tempo/api/search?minDuration=fast", 400, "invalid minDuration"},
 		{"/tempo/api/search?limit=0", 400, "invalid limit"},
 		{"/tempo/api/search?q=" + url.QueryEscape(`{ .x = 1 } | count() > 2`), 400, "single spanset"},
-		{"/tempo/api/search?q=" + url.QueryEscape(`{ status = error }`), 400, "status is not supported"},
+		{"/tempo/api/search?q=" + url.QueryEscape(`{ status = broken }`), 400, "status is one of error, ok, unset"},
+		{"/tempo/api/search?q=" + url.QueryEscape(`{ rootName = "x" }`), 400, "rootName is not supported"},
 		{"/tempo/api/search?minDuration=2s&maxDuration=1s", 400, "exceeds max duration"},
 	} {
 		code, _, body := get(t, srv.URL+tc.path, "")
@@ -240,6 +241,7 @@ func TestParseTraceQL(t *testing.T) {
 		{`{ resource.service.name = "api" && name = "GET /x" && kind = server }`, tracestore.SearchRequest{Service: "api", Operation: "GET /x", SpanKind: "server"}, ""},
 		{`{.http.status_code=500 && span.ok=true && resource.k8s.ns="a && b"}`, tracestore.SearchRequest{Attributes: map[string]string{"http.status_code": "500", "ok": "true", "k8s.ns": "a && b"}}, ""},
 		{`{ duration >= 1s && duration < 2s }`, tracestore.SearchRequest{MinDuration: time.Second, MaxDuration: 2 * time.Second}, ""},
+		{`{ resource.service.name = "api" && status = error }`, tracestore.SearchRequest{Service: "api", Attributes: map[string]string{"otel.status_code": "error"}}, ""},
 		{`{ .a != "b" }`, tracestore.SearchRequest{}, "operator != is not supported"},
 		{`{ .a = "b" } || { .c = "d" }`, tracestore.SearchRequest{}, "single spanset"},
 		{`{ .a = "b" || .c = "d" }`, tracestore.SearchRequest{}, "joined by &&"},

@@ -105,7 +105,19 @@ func addCondition(cond string, req *tracestore.SearchRequest) error {
 		req.Operation = val
 	case "kind":
 		req.SpanKind = val
-	case "status", "statusMessage", "rootName", "rootServiceName":
+	case "status":
+		// The store matches otel.status_code against the span status (the TraceQL enum
+		// words error, ok and unset), as Grafana's search builder writes it.
+		switch strings.ToLower(val) {
+		case "error", "ok", "unset":
+		default:
+			return fmt.Errorf("condition %q: status is one of error, ok, unset", cond)
+		}
+		if req.Attributes == nil {
+			req.Attributes = map[string]string{}
+		}
+		req.Attributes["otel.status_code"] = strings.ToLower(val)
+	case "statusMessage", "rootName", "rootServiceName":
 		return fmt.Errorf("condition %q: %s is not supported", cond, lhs)
 	default:
 		key := lhs
