@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/grafana/dskit/services"
@@ -116,7 +117,8 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 		overflow: map[string]*client.Rejection{},
 	}
 	app := u.db.Appender(ctx)
-	seen := newBatchSeries(len(req.Timeseries))
+	seen := getBatchSeries(len(req.Timeseries))
+	defer putBatchSeries(seen)
 	var (
 		samples, hists, exemplars int64
 		builder                   = labels.NewScratchBuilder(16)
@@ -363,6 +365,27 @@ type batchEntry struct {
 
 func newBatchSeries(n int) *batchSeries {
 	return &batchSeries{byHash: make(map[uint64]int32, n), entries: make([]batchEntry, 0, n)}
+}
+
+// batchSeriesPool reuses batchSeries across pushes (a map and a slice sized for a whole
+// request, which otherwise are garbage after every push).
+var batchSeriesPool sync.Pool
+
+func getBatchSeries(n int) *batchSeries {
+	if b, ok := batchSeriesPool.Get().(*batchSeries); ok {
+		return b
+	}
+	return newBatchSeries(n)
+}
+
+func putBatchSeries(b *batchSeries) {
+	if len(b.entries) > 1<<16 {
+		return // unusually large request: do not keep its memory around
+	}
+	clear(b.byHash)
+	clear(b.entries) // drop label references
+	b.entries = b.entries[:0]
+	batchSeriesPool.Put(b)
 }
 
 // get returns the entry of lset; the pointer is valid until the next get.
