@@ -202,3 +202,56 @@ func testTraceBlocks(t *testing.T, dataDir string, listMetas func(context.Contex
 		t.Fatalf("search order: first is %s, want the newest trace", search.Data[0].TraceID)
 	}
 }
+
+// TestTraceTenantIsolation: with multi-tenancy on, a trace written as one tenant is invisible
+// to another, and requests without a tenant are refused.
+func TestTraceTenantIsolation(t *testing.T) {
+	in := startVigil(t, t.TempDir(), "-auth.multitenancy-enabled")
+	id := traceIDN(777)
+	body := otlpTraceBody(t, id, "tenant-svc", time.Now().Add(-time.Minute))
+	send := func(tenantID string) int {
+		req, _ := http.NewRequest(http.MethodPost, in.URL("/otlp/v1/traces"), bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		if tenantID != "" {
+			req.Header.Set("X-Scope-OrgID", tenantID)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := send(""); code != http.StatusUnauthorized {
+		t.Fatalf("write without tenant: %d, want 401", code)
+	}
+	if code := send("team-a"); code/100 != 2 {
+		t.Fatalf("write as team-a: %d", code)
+	}
+	get := func(tenantID string) (int, int) {
+		req, _ := http.NewRequest(http.MethodGet, in.URL("/jaeger/api/traces/"+hexID(id)), nil)
+		if tenantID != "" {
+			req.Header.Set("X-Scope-OrgID", tenantID)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, spanCount(body)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if code, n := get("team-a"); code != http.StatusOK || n != 2 {
+			return fmt.Errorf("team-a reads its trace: %d, %d spans", code, n)
+		}
+		return nil
+	})
+	if code, _ := get("team-b"); code != http.StatusNotFound {
+		t.Fatalf("team-b reads team-a's trace: %d, want 404", code)
+	}
+	if code, _ := get(""); code != http.StatusUnauthorized {
+		t.Fatalf("read without tenant: %d, want 401", code)
+	}
+}
