@@ -187,27 +187,41 @@ func opKind(k string) string {
 }
 
 func (a *API) operations(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	ops, code, err := a.listOperations(ctx, r)
+	switch {
+	case code == http.StatusInternalServerError:
+		a.writeStoreError(w, err)
+	case err != nil:
+		writeError(w, code, err.Error())
+	default:
+		writeData(w, ops, len(ops))
+	}
+}
+
+// listOperations answers the v1 and api_v3 operations endpoints, which take the same
+// parameters and differ only in their envelope. A non-nil error comes with its status code.
+func (a *API) listOperations(ctx context.Context, r *http.Request) ([]operation, int, error) {
 	q := r.URL.Query()
 	svc := q.Get("service")
 	if svc == "" {
-		writeError(w, http.StatusBadRequest, "parameter 'service' is required")
-		return
+		return nil, http.StatusBadRequest, errors.New("parameter 'service' is required")
 	}
 	kind, err := spanKindParam(q.Get("spanKind"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, http.StatusBadRequest, err
 	}
 	ops, err := a.reader.Operations(ctx, svc, kind, time.Time{}, time.Time{})
 	if err != nil {
-		a.writeStoreError(w, err)
-		return
+		if isInvalid(err) {
+			return nil, http.StatusBadRequest, err
+		}
+		return nil, http.StatusInternalServerError, err
 	}
 	out := make([]operation, 0, len(ops))
 	for _, op := range ops {
 		out = append(out, operation{Name: op.Name, SpanKind: opKind(op.SpanKind)})
 	}
-	writeData(w, out, len(out))
+	return out, http.StatusOK, nil
 }
 
 // ParseTags reads Jaeger's tag filters: any number of `tags` parameters

@@ -60,27 +60,15 @@ func (a *API) v3Services(ctx context.Context, w http.ResponseWriter, _ *http.Req
 }
 
 func (a *API) v3Operations(ctx context.Context, w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	svc := q.Get("service")
-	if svc == "" {
-		writeV3Error(w, http.StatusBadRequest, "parameter 'service' is required")
-		return
-	}
-	kind, err := spanKindParam(q.Get("spanKind"))
-	if err != nil {
-		writeV3Error(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	ops, err := a.reader.Operations(ctx, svc, kind, time.Time{}, time.Time{})
-	if err != nil {
+	ops, code, err := a.listOperations(ctx, r)
+	switch {
+	case code == http.StatusInternalServerError:
 		a.writeV3StoreError(w, err)
-		return
+	case err != nil:
+		writeV3Error(w, code, err.Error())
+	default:
+		httpx.WriteJSON(w, http.StatusOK, map[string][]operation{"operations": ops})
 	}
-	out := make([]operation, 0, len(ops))
-	for _, op := range ops {
-		out = append(out, operation{Name: op.Name, SpanKind: opKind(op.SpanKind)})
-	}
-	httpx.WriteJSON(w, http.StatusOK, map[string][]operation{"operations": out})
 }
 
 // param returns the first non-empty value among the names: api_v3 takes
