@@ -7,7 +7,6 @@ package tempo
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"mime"
@@ -65,23 +64,11 @@ func (a *API) RegisterHTTP(r *mux.Router, prefix string) {
 }
 
 func (a *API) wrap(h func(context.Context, http.ResponseWriter, *http.Request)) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, code, err := httpx.Tenant(r, a.multiTenant)
-		if err != nil {
-			http.Error(w, err.Error(), code)
-			return
-		}
-		h(ctx, w, r)
-	})
+	return httpx.WithTenant(a.multiTenant, h)
 }
 
 func (a *API) storeError(w http.ResponseWriter, err error) {
-	if errors.Is(err, tracestore.ErrInvalidRequest) || errors.Is(err, tracestore.ErrInvalidTraceID) {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	a.logger.Error("tempo query failed", "err", err)
-	http.Error(w, err.Error(), http.StatusInternalServerError)
+	httpx.PlainStoreError(w, a.logger, "tempo", err)
 }
 
 // wantsProtobuf reports whether the client asked for protobuf, as Grafana's

@@ -5,7 +5,6 @@ package zipkin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -62,23 +61,11 @@ func (a *API) RegisterHTTP(r *mux.Router, prefix string) {
 }
 
 func (a *API) wrap(h func(context.Context, http.ResponseWriter, *http.Request)) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, code, err := httpx.Tenant(r, a.multiTenant)
-		if err != nil {
-			http.Error(w, err.Error(), code)
-			return
-		}
-		h(ctx, w, r)
-	})
+	return httpx.WithTenant(a.multiTenant, h)
 }
 
 func (a *API) storeError(w http.ResponseWriter, err error) {
-	if errors.Is(err, tracestore.ErrInvalidRequest) || errors.Is(err, tracestore.ErrInvalidTraceID) {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	a.logger.Error("zipkin query failed", "err", err)
-	http.Error(w, err.Error(), http.StatusInternalServerError)
+	httpx.PlainStoreError(w, a.logger, "zipkin", err)
 }
 
 func writeList(w http.ResponseWriter, list []string) {

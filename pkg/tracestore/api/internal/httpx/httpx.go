@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/grafana/dskit/user"
+	"github.com/vigil-obs/vigil/pkg/tracestore"
 	"github.com/vigil-obs/vigil/pkg/util/tenant"
 )
 
@@ -82,4 +84,28 @@ func PositiveInt(s string) (int, error) {
 		return 0, fmt.Errorf("want a non-negative integer, got %q", s)
 	}
 	return v, nil
+}
+
+// WithTenant resolves the tenant before h runs; a missing or invalid tenant is answered in
+// plain text (401 or 400), as the Zipkin and Tempo APIs answer errors.
+func WithTenant(multiTenant bool, h func(context.Context, http.ResponseWriter, *http.Request)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, code, err := Tenant(r, multiTenant)
+		if err != nil {
+			http.Error(w, err.Error(), code)
+			return
+		}
+		h(ctx, w, r)
+	})
+}
+
+// PlainStoreError answers a store failure in plain text: 400 when the request was invalid,
+// 500 (logged with api's name) otherwise.
+func PlainStoreError(w http.ResponseWriter, logger *slog.Logger, api string, err error) {
+	if errors.Is(err, tracestore.ErrInvalidRequest) || errors.Is(err, tracestore.ErrInvalidTraceID) {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	logger.Error(api+" query failed", "err", err)
+	http.Error(w, err.Error(), http.StatusInternalServerError)
 }
