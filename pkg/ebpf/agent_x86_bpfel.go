@@ -120,6 +120,7 @@ const (
 	agentProgTcpReceiveReset  = "tcp_receive_reset"
 	agentProgTcpRetransmitSkb = "tcp_retransmit_skb"
 	agentProgTcpSendReset     = "tcp_send_reset"
+	agentVarL7LastWakeupNs    = "l7_last_wakeup_ns"
 	agentVarSelfTgid          = "self_tgid"
 	agentVarUnusedL7          = "unused_l7"
 	agentVarUnusedTcp         = "unused_tcp"
@@ -213,9 +214,10 @@ type agentMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type agentVariableSpecs struct {
-	SelfTgid  *ebpf.VariableSpec `ebpf:"self_tgid"`
-	UnusedL7  *ebpf.VariableSpec `ebpf:"unused_l7"`
-	UnusedTcp *ebpf.VariableSpec `ebpf:"unused_tcp"`
+	L7LastWakeupNs *ebpf.VariableSpec `ebpf:"l7_last_wakeup_ns"`
+	SelfTgid       *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedL7       *ebpf.VariableSpec `ebpf:"unused_l7"`
+	UnusedTcp      *ebpf.VariableSpec `ebpf:"unused_tcp"`
 }
 
 // agentObjects contains all objects after they have been loaded into the kernel.
@@ -263,9 +265,10 @@ func (m *agentMaps) Close() error {
 //
 // It can be passed to loadAgentObjects or ebpf.CollectionSpec.LoadAndAssign.
 type agentVariables struct {
-	SelfTgid  *ebpf.Variable `ebpf:"self_tgid"`
-	UnusedL7  *ebpf.Variable `ebpf:"unused_l7"`
-	UnusedTcp *ebpf.Variable `ebpf:"unused_tcp"`
+	L7LastWakeupNs *ebpf.Variable `ebpf:"l7_last_wakeup_ns"`
+	SelfTgid       *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedL7       *ebpf.Variable `ebpf:"unused_l7"`
+	UnusedTcp      *ebpf.Variable `ebpf:"unused_tcp"`
 }
 
 // agentPrograms contains all programs after they have been loaded into the kernel.

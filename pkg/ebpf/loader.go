@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sort"
@@ -198,7 +199,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	go func() {
 		defer wg.Done()
 		var ev L7Event
-		errs <- readLoop(t.l7, func(b []byte) {
+		errs <- readLoop(t.l7, l7PollInterval, func(b []byte) {
 			if err := ev.decode(b); err == nil {
 				h.HandleL7(&ev)
 			}
@@ -207,7 +208,9 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	go func() {
 		defer wg.Done()
 		var ev TCPEvent
-		errs <- readLoop(t.tcp, func(b []byte) {
+		// TCP events wake the reader when it waits (bpf_ringbuf_submit
+		// flags 0): they are rare and their consumers want them at once.
+		errs <- readLoop(t.tcp, 0, func(b []byte) {
 			if err := ev.decode(b); err == nil {
 				h.HandleTCP(&ev)
 			}
@@ -223,17 +226,38 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	return nil
 }
 
-// pollInterval bounds how long L7 events submitted without a wakeup
-// (BPF_RB_NO_WAKEUP) wait in the ring buffer.
-const pollInterval = 20 * time.Millisecond
+// l7PollInterval bounds how long L7 events submitted without a wakeup
+// (BPF_RB_NO_WAKEUP) wait in the ring buffer once traffic stops. The kernel
+// forces a wakeup for the first event L7_WAKEUP_NS (100ms) after the
+// previous one, so this must not be shorter; the margin covers epoll's
+// millisecond rounding.
+const l7PollInterval = 105 * time.Millisecond
 
-func readLoop(r *ringbuf.Reader, fn func([]byte)) error {
+// readLoop reads r until it is closed. With poll == 0 it relies on the
+// producer's wakeups alone. Otherwise it waits at most poll while events
+// flow, and without a deadline once a whole interval passed without any: at
+// that point the ring is empty and the next event is at least
+// L7_WAKEUP_NS after the last forced wakeup (there was none during the
+// interval), so the kernel wakes the reader for it. An idle node thus costs
+// no periodic wakeups.
+func readLoop(r *ringbuf.Reader, poll time.Duration, fn func([]byte)) error {
 	var rec ringbuf.Record
-	r.SetDeadline(time.Now().Add(pollInterval))
+	idle := poll == 0
+	got := false
+	if !idle {
+		r.SetDeadline(time.Now().Add(poll))
+	}
 	for {
 		if err := r.ReadInto(&rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				r.SetDeadline(time.Now().Add(pollInterval))
+				// ReadInto reports the deadline only once the ring is drained.
+				if got {
+					r.SetDeadline(time.Now().Add(poll))
+				} else {
+					r.SetDeadline(time.Time{})
+					idle = true
+				}
+				got = false
 				continue
 			}
 			if errors.Is(err, ringbuf.ErrClosed) {
@@ -241,6 +265,11 @@ func readLoop(r *ringbuf.Reader, fn func([]byte)) error {
 			}
 			return fmt.Errorf("reading ring buffer: %w", err)
 		}
+		if idle && poll > 0 {
+			r.SetDeadline(time.Now().Add(poll))
+			idle = false
+		}
+		got = true
 		fn(rec.RawSample)
 	}
 }
@@ -301,4 +330,32 @@ func (t *Tracer) Close() error {
 		t.maps.Close()
 	})
 	return nil
+}
+
+// EnableRunTimeStats makes the kernel account the run time of every BPF
+// program (kernel.bpf_stats_enabled) until the returned Closer is closed.
+// The accounting itself costs two clock reads per program run, so it is
+// meant for benchmarks and debugging, not left on.
+func EnableRunTimeStats() (io.Closer, error) {
+	c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return nil, fmt.Errorf("enabling BPF run-time stats: %w", err)
+	}
+	return c, nil
+}
+
+// RunTime sums the in-kernel run time and run count of the tracer's
+// programs. Both stay zero unless run-time stats are enabled.
+func (t *Tracer) RunTime() (time.Duration, uint64, error) {
+	var total time.Duration
+	var runs uint64
+	for _, p := range t.progs {
+		s, err := p.Stats()
+		if err != nil {
+			return 0, 0, fmt.Errorf("reading program stats: %w", err)
+		}
+		total += s.Runtime
+		runs += s.RunCount
+	}
+	return total, runs, nil
 }

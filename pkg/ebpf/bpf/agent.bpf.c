@@ -25,10 +25,15 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFSOCK 0140000
 #define EINPROGRESS 115
 #define SAMPLE_INTERVAL_NS 1000000000ULL
-// L7 events do not wake the reader one by one (a wakeup costs the reader an
-// epoll round trip per event); user space polls every few milliseconds and
-// is woken early only when this much data is pending.
+// L7 events do not wake the reader one by one: a wakeup costs an IPI and a
+// reader round trip per event. The reader is woken by the first event at
+// least L7_WAKEUP_NS after the previous wakeup, and when pending data
+// crosses L7_WAKEUP_BYTES. Time-based wakeups come from the kernel rather
+// than from a user-space timer so that an idle node costs the reader nothing;
+// user space only keeps a deadline (>= L7_WAKEUP_NS) while events flow, for
+// the last ones before traffic stops (see readLoop in loader.go).
 #define L7_WAKEUP_BYTES (256 << 10)
+#define L7_WAKEUP_NS (100 * 1000 * 1000ULL)
 
 enum dir { DIR_EGRESS = 0, DIR_INGRESS = 1 };
 
@@ -51,6 +56,10 @@ enum io_kind { IO_BUF = 0, IO_IOVEC = 1, IO_MSG = 2 };
 // The agent's own PID, set at load time so its exports are not traced back
 // into itself.
 const volatile u32 self_tgid = 0;
+
+// Time of the last forced L7 wakeup. Racy across CPUs on purpose: a lost
+// update only causes one more wakeup, never a missed one.
+u64 l7_last_wakeup_ns = 0;
 
 struct sock_key {
 	u32 tgid;
@@ -326,8 +335,19 @@ static __always_inline int io_exit(long ret)
 	e->len = n;
 	if (bpf_probe_read_user(e->data, n, (void *)src))
 		e->len = 0;
-	u64 pending = bpf_ringbuf_query(&l7_events, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(e, pending >= L7_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	u64 flags = BPF_RB_NO_WAKEUP;
+	if (e->ts - l7_last_wakeup_ns >= L7_WAKEUP_NS) {
+		flags = BPF_RB_FORCE_WAKEUP;
+	} else {
+		// Only the event that crosses the threshold wakes the reader: while
+		// it drains a backlog, more wakeups would be wasted IPIs.
+		u64 pending = bpf_ringbuf_query(&l7_events, BPF_RB_AVAIL_DATA);
+		if (pending >= L7_WAKEUP_BYTES && pending < L7_WAKEUP_BYTES + 2 * sizeof(*e))
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
+	if (flags == BPF_RB_FORCE_WAKEUP)
+		l7_last_wakeup_ns = e->ts;
+	bpf_ringbuf_submit(e, flags);
 	return 0;
 }
 
