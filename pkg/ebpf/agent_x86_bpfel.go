@@ -19,7 +19,8 @@ type agentIoArgs struct {
 	Fd   uint32
 	Kind uint8
 	Dir  uint8
-	Pad  uint16
+	Live uint8
+	Pad  uint8
 }
 
 type agentL7Event struct {

@@ -19,6 +19,8 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define MAX_PAYLOAD 512
+// Payload room of the short L7 record (a 256-byte record with the header).
+#define SMALL_PAYLOAD 168
 #define AF_INET 2
 #define AF_INET6 10
 #define S_IFMT 00170000
@@ -91,7 +93,10 @@ struct io_args {
 	u32 fd;
 	u8 kind;
 	u8 dir;
-	u16 pad;
+	// live is set at syscall entry and cleared at exit: the entry of a
+	// thread stays in active_io and is rewritten in place.
+	u8 live;
+	u8 pad;
 };
 
 struct l7_event {
@@ -130,6 +135,9 @@ struct tcp_event {
 	u8 daddr[16];
 };
 
+#define L7_HEADER_SIZE __builtin_offsetof(struct l7_event, data)
+_Static_assert(L7_HEADER_SIZE + SMALL_PAYLOAD == 256, "short L7 record is 256 bytes");
+
 // Force BTF for the event types so bpf2go can generate Go structs.
 const struct l7_event *unused_l7 __attribute__((unused));
 const struct tcp_event *unused_tcp __attribute__((unused));
@@ -151,9 +159,13 @@ struct {
 	__type(value, struct sk_owner);
 } sk_owners SEC(".maps");
 
+// Syscall arguments of the read/write in flight, one entry per thread (pid_tgid)
+// that did socket I/O. Entries are rewritten in place rather than inserted
+// and deleted per syscall (a hash update plus delete costs several times a
+// lookup); the LRU forgets threads that are gone.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
 	__type(key, u64);
 	__type(value, struct io_args);
 } active_io SEC(".maps");
@@ -272,21 +284,55 @@ static __always_inline int io_enter(u64 fd, u64 buf, u8 kind, u8 dir)
 		return 0;
 	if (!lookup_fd(tgid, (u32)fd))
 		return 0;
-	struct io_args a = { .buf = buf, .fd = (u32)fd, .kind = kind, .dir = dir };
-	if (bpf_map_update_elem(&active_io, &id, &a, BPF_ANY))
+	struct io_args *a = bpf_map_lookup_elem(&active_io, &id);
+	if (a) {
+		a->buf = buf;
+		a->fd = (u32)fd;
+		a->kind = kind;
+		a->dir = dir;
+		a->live = 1;
+		return 0;
+	}
+	struct io_args n = { .buf = buf, .fd = (u32)fd, .kind = kind, .dir = dir, .live = 1 };
+	if (bpf_map_update_elem(&active_io, &id, &n, BPF_ANY))
 		count_drop(DROP_ARGS);
 	return 0;
 }
 
-static __always_inline int io_exit(long ret)
+// fill_l7 completes an event reserved with room for max payload bytes.
+static __always_inline void fill_l7(struct l7_event *e, u32 max, u64 id, struct io_args *args,
+				    long ret, struct sock_val *sv, u64 src, u64 avail)
+{
+	e->ts = bpf_ktime_get_ns();
+	e->tgid = id >> 32;
+	e->tid = (u32)id;
+	e->fd = args->fd;
+	e->ret = ret;
+	e->dir = args->dir;
+	e->sock_type = sv->type;
+	e->family = sv->family;
+	e->sport = sv->sport;
+	e->dport = sv->dport;
+	__builtin_memcpy(e->saddr, sv->saddr, 16);
+	__builtin_memcpy(e->daddr, sv->daddr, 16);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	u32 n = avail > max ? max : (u32)avail;
+	e->len = n;
+	if (bpf_probe_read_user(e->data, n, (void *)src))
+		e->len = 0;
+}
+
+static __always_inline int io_exit(long ret, u8 kind, u8 dir)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	struct io_args *a = bpf_map_lookup_elem(&active_io, &id);
-	if (!a)
+	if (!a || !a->live)
 		return 0;
 	struct io_args args = *a;
-	bpf_map_delete_elem(&active_io, &id);
-	if (ret <= 0)
+	a->live = 0;
+	// A mismatch is an entry left live by a thread that died inside a
+	// syscall, found again by a thread that reuses its id.
+	if (ret <= 0 || args.kind != kind || args.dir != dir)
 		return 0;
 	u32 tgid = id >> 32;
 	struct sock_key k = { .tgid = tgid, .fd = args.fd };
@@ -313,28 +359,24 @@ static __always_inline int io_exit(long ret)
 			avail = iov.iov_len;
 	}
 
-	struct l7_event *e = bpf_ringbuf_reserve(&l7_events, sizeof(*e), 0);
-	if (!e) {
-		count_drop(DROP_L7);
-		return 0;
+	// Most messages (requests, small responses, DB commands) fit a short
+	// record: the ring holds more of them and the reader copies less.
+	struct l7_event *e;
+	if (avail <= SMALL_PAYLOAD) {
+		e = bpf_ringbuf_reserve(&l7_events, L7_HEADER_SIZE + SMALL_PAYLOAD, 0);
+		if (!e) {
+			count_drop(DROP_L7);
+			return 0;
+		}
+		fill_l7(e, SMALL_PAYLOAD, id, &args, ret, sv, src, avail);
+	} else {
+		e = bpf_ringbuf_reserve(&l7_events, sizeof(*e), 0);
+		if (!e) {
+			count_drop(DROP_L7);
+			return 0;
+		}
+		fill_l7(e, MAX_PAYLOAD, id, &args, ret, sv, src, avail);
 	}
-	e->ts = bpf_ktime_get_ns();
-	e->tgid = tgid;
-	e->tid = (u32)id;
-	e->fd = args.fd;
-	e->ret = ret;
-	e->dir = args.dir;
-	e->sock_type = sv->type;
-	e->family = sv->family;
-	e->sport = sv->sport;
-	e->dport = sv->dport;
-	__builtin_memcpy(e->saddr, sv->saddr, 16);
-	__builtin_memcpy(e->daddr, sv->daddr, 16);
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	u32 n = avail > MAX_PAYLOAD ? MAX_PAYLOAD : (u32)avail;
-	e->len = n;
-	if (bpf_probe_read_user(e->data, n, (void *)src))
-		e->len = 0;
 	u64 flags = BPF_RB_NO_WAKEUP;
 	if (e->ts - l7_last_wakeup_ns >= L7_WAKEUP_NS) {
 		flags = BPF_RB_FORCE_WAKEUP;
@@ -360,7 +402,7 @@ static __always_inline int io_exit(long ret)
 	SEC("tracepoint/syscalls/sys_exit_" #name)                              \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)                    \
 	{                                                                       \
-		return io_exit(ctx->ret);                                       \
+		return io_exit(ctx->ret, kind, dir);                            \
 	}
 
 IO_HOOKS(read, IO_BUF, DIR_INGRESS)
