@@ -42,6 +42,14 @@ type agentL7Event struct {
 	Data     [512]uint8
 }
 
+type agentProbeSlot struct {
+	_      structs.HostLayout
+	Sk     uint64
+	NextNs uint64
+	Ports  uint32
+	Pad    uint32
+}
+
 type agentSkOwner struct {
 	_            structs.HostLayout
 	Tgid         uint32
@@ -92,6 +100,7 @@ const (
 	agentMapDrops             = "drops"
 	agentMapKnownSocks        = "known_socks"
 	agentMapL7Events          = "l7_events"
+	agentMapProbeCache        = "probe_cache"
 	agentMapSkOwners          = "sk_owners"
 	agentMapTcpEvents         = "tcp_events"
 	agentProgEnterClose       = "enter_close"
@@ -123,6 +132,7 @@ const (
 	agentProgTcpSendReset     = "tcp_send_reset"
 	agentVarL7LastWakeupNs    = "l7_last_wakeup_ns"
 	agentVarSelfTgid          = "self_tgid"
+	agentVarTcpLastWakeupNs   = "tcp_last_wakeup_ns"
 	agentVarUnusedL7          = "unused_l7"
 	agentVarUnusedTcp         = "unused_tcp"
 )
@@ -207,6 +217,7 @@ type agentMapSpecs struct {
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	KnownSocks    *ebpf.MapSpec `ebpf:"known_socks"`
 	L7Events      *ebpf.MapSpec `ebpf:"l7_events"`
+	ProbeCache    *ebpf.MapSpec `ebpf:"probe_cache"`
 	SkOwners      *ebpf.MapSpec `ebpf:"sk_owners"`
 	TcpEvents     *ebpf.MapSpec `ebpf:"tcp_events"`
 }
@@ -215,10 +226,11 @@ type agentMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type agentVariableSpecs struct {
-	L7LastWakeupNs *ebpf.VariableSpec `ebpf:"l7_last_wakeup_ns"`
-	SelfTgid       *ebpf.VariableSpec `ebpf:"self_tgid"`
-	UnusedL7       *ebpf.VariableSpec `ebpf:"unused_l7"`
-	UnusedTcp      *ebpf.VariableSpec `ebpf:"unused_tcp"`
+	L7LastWakeupNs  *ebpf.VariableSpec `ebpf:"l7_last_wakeup_ns"`
+	SelfTgid        *ebpf.VariableSpec `ebpf:"self_tgid"`
+	TcpLastWakeupNs *ebpf.VariableSpec `ebpf:"tcp_last_wakeup_ns"`
+	UnusedL7        *ebpf.VariableSpec `ebpf:"unused_l7"`
+	UnusedTcp       *ebpf.VariableSpec `ebpf:"unused_tcp"`
 }
 
 // agentObjects contains all objects after they have been loaded into the kernel.
@@ -246,6 +258,7 @@ type agentMaps struct {
 	Drops         *ebpf.Map `ebpf:"drops"`
 	KnownSocks    *ebpf.Map `ebpf:"known_socks"`
 	L7Events      *ebpf.Map `ebpf:"l7_events"`
+	ProbeCache    *ebpf.Map `ebpf:"probe_cache"`
 	SkOwners      *ebpf.Map `ebpf:"sk_owners"`
 	TcpEvents     *ebpf.Map `ebpf:"tcp_events"`
 }
@@ -257,6 +270,7 @@ func (m *agentMaps) Close() error {
 		m.Drops,
 		m.KnownSocks,
 		m.L7Events,
+		m.ProbeCache,
 		m.SkOwners,
 		m.TcpEvents,
 	)
@@ -266,10 +280,11 @@ func (m *agentMaps) Close() error {
 //
 // It can be passed to loadAgentObjects or ebpf.CollectionSpec.LoadAndAssign.
 type agentVariables struct {
-	L7LastWakeupNs *ebpf.Variable `ebpf:"l7_last_wakeup_ns"`
-	SelfTgid       *ebpf.Variable `ebpf:"self_tgid"`
-	UnusedL7       *ebpf.Variable `ebpf:"unused_l7"`
-	UnusedTcp      *ebpf.Variable `ebpf:"unused_tcp"`
+	L7LastWakeupNs  *ebpf.Variable `ebpf:"l7_last_wakeup_ns"`
+	SelfTgid        *ebpf.Variable `ebpf:"self_tgid"`
+	TcpLastWakeupNs *ebpf.Variable `ebpf:"tcp_last_wakeup_ns"`
+	UnusedL7        *ebpf.Variable `ebpf:"unused_l7"`
+	UnusedTcp       *ebpf.Variable `ebpf:"unused_tcp"`
 }
 
 // agentPrograms contains all programs after they have been loaded into the kernel.

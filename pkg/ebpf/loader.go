@@ -199,7 +199,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	go func() {
 		defer wg.Done()
 		var ev L7Event
-		errs <- readLoop(t.l7, l7PollInterval, func(b []byte) {
+		errs <- readLoop(t.l7, pollInterval, func(b []byte) {
 			if err := ev.decode(b); err == nil {
 				h.HandleL7(&ev)
 			}
@@ -208,9 +208,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	go func() {
 		defer wg.Done()
 		var ev TCPEvent
-		// TCP events wake the reader when it waits (bpf_ringbuf_submit
-		// flags 0): they are rare and their consumers want them at once.
-		errs <- readLoop(t.tcp, 0, func(b []byte) {
+		errs <- readLoop(t.tcp, pollInterval, func(b []byte) {
 			if err := ev.decode(b); err == nil {
 				h.HandleTCP(&ev)
 			}
@@ -226,19 +224,20 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	return nil
 }
 
-// l7PollInterval bounds how long L7 events submitted without a wakeup
-// (BPF_RB_NO_WAKEUP) wait in the ring buffer once traffic stops. The kernel
-// forces a wakeup for the first event L7_WAKEUP_NS (100ms) after the
-// previous one, so this must not be shorter; the margin covers epoll's
-// millisecond rounding.
-const l7PollInterval = 105 * time.Millisecond
+// pollInterval bounds how long events submitted without a wakeup
+// (BPF_RB_NO_WAKEUP: L7 events and TCP connection events) wait in a ring
+// buffer once traffic stops. The kernel forces a wakeup for the first such
+// event WAKEUP_NS (100ms) after the previous one, so this must not be
+// shorter; the margin covers epoll's millisecond rounding.
+const pollInterval = 105 * time.Millisecond
 
 // readLoop reads r until it is closed. With poll == 0 it relies on the
 // producer's wakeups alone. Otherwise it waits at most poll while events
 // flow, and without a deadline once a whole interval passed without any: at
 // that point the ring is empty and the next event is at least
-// L7_WAKEUP_NS after the last forced wakeup (there was none during the
-// interval), so the kernel wakes the reader for it. An idle node thus costs
+// WAKEUP_NS after the last forced wakeup (there was none during the
+// interval), so the kernel wakes the reader for it (records submitted with
+// flags 0 wake a waiting reader anyway). An idle node thus costs
 // no periodic wakeups.
 func readLoop(r *ringbuf.Reader, poll time.Duration, fn func([]byte)) error {
 	var rec ringbuf.Record

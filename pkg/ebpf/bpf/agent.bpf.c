@@ -27,15 +27,17 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFSOCK 0140000
 #define EINPROGRESS 115
 #define SAMPLE_INTERVAL_NS 1000000000ULL
-// L7 events do not wake the reader one by one: a wakeup costs an IPI and a
-// reader round trip per event. The reader is woken by the first event at
-// least L7_WAKEUP_NS after the previous wakeup, and when pending data
-// crosses L7_WAKEUP_BYTES. Time-based wakeups come from the kernel rather
-// than from a user-space timer so that an idle node costs the reader nothing;
-// user space only keeps a deadline (>= L7_WAKEUP_NS) while events flow, for
-// the last ones before traffic stops (see readLoop in loader.go).
-#define L7_WAKEUP_BYTES (256 << 10)
-#define L7_WAKEUP_NS (100 * 1000 * 1000ULL)
+// L7 events and TCP samples do not wake the reader one by one: a wakeup
+// costs an IPI (a VM exit under virtualisation) and a reader round trip. The
+// reader is woken by the first such event at least WAKEUP_NS after the
+// previous forced wakeup of its ring, and when pending data crosses the
+// ring's threshold. Time-based wakeups come from the kernel rather than from
+// a user-space timer so that an idle node costs the reader nothing; user
+// space only keeps a deadline (>= WAKEUP_NS) while events flow, for the last
+// ones before traffic stops (see readLoop in loader.go).
+#define WAKEUP_NS (100 * 1000 * 1000ULL)
+#define L7_WAKEUP_BYTES (1 << 20)
+#define TCP_WAKEUP_BYTES (128 << 10)
 
 enum dir { DIR_EGRESS = 0, DIR_INGRESS = 1 };
 
@@ -59,9 +61,10 @@ enum io_kind { IO_BUF = 0, IO_IOVEC = 1, IO_MSG = 2 };
 // into itself.
 const volatile u32 self_tgid = 0;
 
-// Time of the last forced L7 wakeup. Racy across CPUs on purpose: a lost
-// update only causes one more wakeup, never a missed one.
+// Time of the last forced wakeup of each ring. Racy across CPUs on purpose:
+// a lost update only causes one more wakeup, never a missed one.
 u64 l7_last_wakeup_ns = 0;
+u64 tcp_last_wakeup_ns = 0;
 
 struct sock_key {
 	u32 tgid;
@@ -187,6 +190,27 @@ struct {
 	__uint(max_entries, 1 << 20);
 } tcp_events SEC(".maps");
 
+// Per-CPU direct-mapped cache of sockets sampled less than
+// SAMPLE_INTERVAL_NS ago (sampled when next_ns is reached). tcp_probe fires
+// for every received segment; the cache spares nearly all of them the
+// sk_owners hash lookup. Only positive answers are cached, so a socket that
+// becomes owned is sampled as soon as before; the ports tell a new
+// connection apart from an old one whose struct sock memory it reuses.
+#define PROBE_CACHE_SLOTS 1024
+struct probe_slot {
+	u64 sk;
+	u64 next_ns;
+	u32 ports;
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PROBE_CACHE_SLOTS);
+	__type(key, u32);
+	__type(value, struct probe_slot);
+} probe_cache SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DROP_MAX);
@@ -199,6 +223,24 @@ static __always_inline void count_drop(u32 idx)
 	u64 *v = bpf_map_lookup_elem(&drops, &idx);
 	if (v)
 		*v += 1;
+}
+
+// batch_flags returns the submit flags of a batched (not individually
+// waking) record of at most max_size bytes.
+static __always_inline u64 batch_flags(void *rb, u64 *last_wakeup, u64 now, u64 threshold, u64 max_size)
+{
+	if (now - *last_wakeup >= WAKEUP_NS) {
+		*last_wakeup = now;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	// Only the record that crosses the threshold wakes the reader: while it
+	// drains a backlog, more wakeups would be wasted IPIs.
+	u64 pending = bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA);
+	if (pending >= threshold && pending < threshold + 2 * max_size) {
+		*last_wakeup = now;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	return BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void sk_addrs(struct sock *sk, u16 *family, u16 *sport, u16 *dport,
@@ -377,19 +419,7 @@ static __always_inline int io_exit(long ret, u8 kind, u8 dir)
 		}
 		fill_l7(e, MAX_PAYLOAD, id, &args, ret, sv, src, avail);
 	}
-	u64 flags = BPF_RB_NO_WAKEUP;
-	if (e->ts - l7_last_wakeup_ns >= L7_WAKEUP_NS) {
-		flags = BPF_RB_FORCE_WAKEUP;
-	} else {
-		// Only the event that crosses the threshold wakes the reader: while
-		// it drains a backlog, more wakeups would be wasted IPIs.
-		u64 pending = bpf_ringbuf_query(&l7_events, BPF_RB_AVAIL_DATA);
-		if (pending >= L7_WAKEUP_BYTES && pending < L7_WAKEUP_BYTES + 2 * sizeof(*e))
-			flags = BPF_RB_FORCE_WAKEUP;
-	}
-	if (flags == BPF_RB_FORCE_WAKEUP)
-		l7_last_wakeup_ns = e->ts;
-	bpf_ringbuf_submit(e, flags);
+	bpf_ringbuf_submit(e, batch_flags(&l7_events, &l7_last_wakeup_ns, e->ts, L7_WAKEUP_BYTES, sizeof(*e)));
 	return 0;
 }
 
@@ -466,7 +496,10 @@ static __always_inline void emit_tcp(u8 type, struct sock *sk, u32 tgid, u32 srt
 		e->bytes_sent = BPF_CORE_READ(tp, bytes_acked);
 		e->bytes_received = BPF_CORE_READ(tp, bytes_received);
 	}
-	bpf_ringbuf_submit(e, 0);
+	// Connection events feed counters and gauges, for which the batching
+	// delay (<= WAKEUP_NS) does not matter; with short-lived connections a
+	// wakeup per accept and close would cost more than the rest.
+	bpf_ringbuf_submit(e, batch_flags(&tcp_events, &tcp_last_wakeup_ns, e->ts, TCP_WAKEUP_BYTES, sizeof(*e)));
 }
 
 static __always_inline int accept_exit(long ret)
@@ -557,13 +590,29 @@ SEC("tracepoint/tcp/tcp_probe")
 int tcp_probe(struct trace_event_raw_tcp_probe *ctx)
 {
 	u64 sk = (u64)ctx->skaddr;
+	u64 now = bpf_ktime_get_ns();
+	u32 ports = ((u32)ctx->sport << 16) | ctx->dport;
+	u32 slot = (u32)(sk >> 6) & (PROBE_CACHE_SLOTS - 1);
+	struct probe_slot *ps = bpf_map_lookup_elem(&probe_cache, &slot);
+	if (ps && ps->sk == sk && ps->ports == ports && now < ps->next_ns)
+		return 0;
 	struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sk);
 	if (!o || o->closed)
 		return 0;
-	u64 now = bpf_ktime_get_ns();
-	if (o->last_sample_ns && now - o->last_sample_ns < SAMPLE_INTERVAL_NS)
+	if (o->last_sample_ns && now - o->last_sample_ns < SAMPLE_INTERVAL_NS) {
+		if (ps) {
+			ps->sk = sk;
+			ps->ports = ports;
+			ps->next_ns = o->last_sample_ns + SAMPLE_INTERVAL_NS;
+		}
 		return 0;
+	}
 	o->last_sample_ns = now;
+	if (ps) {
+		ps->sk = sk;
+		ps->ports = ports;
+		ps->next_ns = now + SAMPLE_INTERVAL_NS;
+	}
 	emit_tcp(TCP_EV_SAMPLE, (struct sock *)sk, o->tgid, ctx->srtt);
 	return 0;
 }
@@ -597,7 +646,7 @@ int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
 // A new program image: user space names the process right away (from
 // /proc/<pid>/environ and cgroup) while it is surely alive, instead of at
 // its first observed request, by which time a short-lived client may have
-// exited. Sent on the TCP ring, which wakes the reader per event.
+// exited. Sent on the TCP ring, waking the reader at once.
 SEC("tracepoint/sched/sched_process_exec")
 int sched_process_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
