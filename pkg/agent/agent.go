@@ -343,11 +343,13 @@ func (a *Agent) PeerService(peer string) string {
 // the pid for garbage collection.
 func (a *Agent) identity(pid uint32, comm string) (string, string) {
 	info := a.resolver.LookupHint(pid, comm)
-	instance := a.host + ":" + strconv.FormatUint(uint64(pid), 10)
 	a.mu.Lock()
-	if _, ok := a.pids[pid]; !ok {
-		a.pids[pid] = &pidState{instance: instance}
+	st, ok := a.pids[pid]
+	if !ok {
+		st = &pidState{instance: a.host + ":" + strconv.FormatUint(uint64(pid), 10)}
+		a.pids[pid] = st
 	}
+	instance := st.instance
 	a.mu.Unlock()
 	return info.ServiceName, instance
 }
@@ -521,27 +523,10 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 	svc, inst := a.identity(ex.PID, comm)
 	d := ex.Duration()
 	req, resp := &ex.Request, &ex.Response
-	span := export.Span{
-		ServiceName: svc, ServiceInstanceID: inst, HostName: a.host,
-		Start: a.wall(ex.Start), End: a.wall(ex.End), Kind: export.SpanKindClient,
-	}
-	// Attributes cost allocations on the hot path: only build them when
-	// spans are exported.
-	set := func(string, any) {}
-	if a.spans != nil {
-		span.Attributes = map[string]any{
-			"network.peer.address": ex.Remote.Addr().String(),
-			"network.peer.port":    int(ex.Remote.Port()),
-		}
-		set = func(k string, v any) { span.Attributes[k] = v }
-	}
 	switch proto {
 	case l7.HTTP:
 		route := l7.Route(req.Path)
 		status := strconv.Itoa(resp.Status)
-		set("http.request.method", req.Method)
-		set("http.response.status_code", resp.Status)
-		set("url.path", req.Path)
 		if ex.Role == l7.RoleServer {
 			// The local socket, not the Host header: clients choose the
 			// header, so it is not a safe label.
@@ -550,24 +535,9 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 			a.mu.Lock()
 			a.listeners[ex.Local] = svc
 			a.mu.Unlock()
-			span.Kind = export.SpanKindServer
-			span.Name = req.Method + " " + route
-			set("http.route", route)
-			set("server.address", addr)
-			set("server.port", int(ex.Local.Port()))
-			span.Error = resp.Status >= 500
 		} else {
 			host, port := splitHostPort(req.Host, ex.Remote)
 			a.m.httpClient.WithLabelValues(svc, inst, req.Method, status, route, host, port, ex.Remote.String()).Observe(d)
-			span.Name = req.Method
-			set("server.address", host)
-			if p, err := strconv.Atoi(port); err == nil {
-				set("server.port", p)
-			}
-			span.Error = resp.Status >= 400
-		}
-		if span.Error {
-			set("error.type", status)
 		}
 	case l7.Postgres, l7.MySQL, l7.Redis:
 		if ex.Role != l7.RoleClient {
@@ -576,6 +546,59 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 			return
 		}
 		a.m.dbClient.WithLabelValues(svc, inst, proto.String(), req.Operation, resp.ErrorType, ex.Remote.String()).Observe(d)
+	case l7.DNS:
+		if ex.Role != l7.RoleClient {
+			return
+		}
+		a.m.dnsLookup.WithLabelValues(svc, inst, req.QType, resp.RCode).Observe(d)
+	default:
+		return
+	}
+	if a.spans != nil {
+		a.spans.Add(a.span(ex, svc, inst))
+	}
+}
+
+// span builds the span of a recorded exchange. It is separate from record
+// because attributes cost allocations that the metrics-only hot path must
+// not pay.
+func (a *Agent) span(ex *l7.Exchange, svc, inst string) export.Span {
+	req, resp := &ex.Request, &ex.Response
+	span := export.Span{
+		ServiceName: svc, ServiceInstanceID: inst, HostName: a.host,
+		Start: a.wall(ex.Start), End: a.wall(ex.End), Kind: export.SpanKindClient,
+		Attributes: map[string]any{
+			"network.peer.address": ex.Remote.Addr().String(),
+			"network.peer.port":    int(ex.Remote.Port()),
+		},
+	}
+	set := func(k string, v any) { span.Attributes[k] = v }
+	switch proto := req.Protocol; proto {
+	case l7.HTTP:
+		route := l7.Route(req.Path)
+		set("http.request.method", req.Method)
+		set("http.response.status_code", resp.Status)
+		set("url.path", req.Path)
+		if ex.Role == l7.RoleServer {
+			span.Kind = export.SpanKindServer
+			span.Name = req.Method + " " + route
+			set("http.route", route)
+			set("server.address", ex.Local.Addr().String())
+			set("server.port", int(ex.Local.Port()))
+			span.Error = resp.Status >= 500
+		} else {
+			host, port := splitHostPort(req.Host, ex.Remote)
+			span.Name = req.Method
+			set("server.address", host)
+			if p, err := strconv.Atoi(port); err == nil {
+				set("server.port", p)
+			}
+			span.Error = resp.Status >= 400
+		}
+		if span.Error {
+			set("error.type", strconv.Itoa(resp.Status))
+		}
+	case l7.Postgres, l7.MySQL, l7.Redis:
 		span.Name = req.Operation
 		set("db.system.name", proto.String())
 		set("db.operation.name", req.Operation)
@@ -589,21 +612,13 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 			}
 		}
 	case l7.DNS:
-		if ex.Role != l7.RoleClient {
-			return
-		}
-		a.m.dnsLookup.WithLabelValues(svc, inst, req.QType, resp.RCode).Observe(d)
 		span.Name = "DNS " + req.QType
 		set("dns.question.name", req.QName)
 		set("dns.question.type", req.QType)
 		set("dns.response_code", resp.RCode)
 		span.Error = resp.RCode != "NoError"
-	default:
-		return
 	}
-	if a.spans != nil {
-		a.spans.Add(span)
-	}
+	return span
 }
 
 // CachedServiceName is the service name the agent has cached for pid, if

@@ -125,13 +125,33 @@ func Route(path string) string {
 	if path[0] != '/' {
 		return path
 	}
-	segs := strings.Split(path, "/")
-	for i, s := range segs {
-		if isIDSegment(s) {
-			segs[i] = "{id}"
+	// One pass over the segments; the path is returned as is (no
+	// allocation) unless a segment is replaced. This runs once per request.
+	var b strings.Builder
+	start := 1
+	for i := 1; i <= len(path); i++ {
+		if i < len(path) && path[i] != '/' {
+			continue
 		}
+		seg := path[start:i]
+		if isIDSegment(seg) {
+			if b.Cap() == 0 {
+				b.Grow(len(path) + 8)
+				b.WriteString(path[:start])
+			}
+			b.WriteString("{id}")
+		} else if b.Cap() != 0 {
+			b.WriteString(seg)
+		}
+		if b.Cap() != 0 && i < len(path) {
+			b.WriteByte('/')
+		}
+		start = i + 1
 	}
-	r := strings.Join(segs, "/")
+	r := path
+	if b.Cap() != 0 {
+		r = b.String()
+	}
 	// Truncated or pathological paths must not explode cardinality either.
 	if len(r) > 128 {
 		r = r[:128]
