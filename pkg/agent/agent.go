@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +61,18 @@ type Agent struct {
 	// tracker is only used from the L7 event goroutine.
 	tracker   *l7.Tracker
 	lastSweep uint64
+	// lastHintPID is the process of the previous L7 event, already named.
+	lastHintPID uint32
+	// observers caches HTTP histogram children by label values (L7
+	// goroutine only): resolving them costs label hashing, UTF-8
+	// validation and formatting on every request otherwise. The cache is
+	// dropped when series are deleted (seriesGen moves past observersGen).
+	observers    map[obsKey]prometheus.Observer
+	observersGen uint64
+	seriesGen    atomic.Uint64
+	// exchangeCounts caches the children of exchanges by protocol (L7
+	// goroutine only).
+	exchangeCounts map[l7.Protocol]prometheus.Counter
 
 	// wallOffset converts CLOCK_MONOTONIC event timestamps to wall time.
 	wallOffset int64
@@ -92,6 +105,19 @@ type Agent struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
+
+// obsKey is what the labels of an HTTP duration series are derived from.
+type obsKey struct {
+	server                   bool
+	status                   int
+	svc, inst, method, route string
+	host, port               string // client side
+	local, remote            netip.AddrPort
+}
+
+// maxCachedObservers bounds Agent.observers (route cardinality is the
+// application's, not ours).
+const maxCachedObservers = 1 << 14
 
 type tcpConn struct {
 	service, instance string
@@ -133,6 +159,8 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 		listeners:      map[netip.AddrPort]string{},
 		localIPs:       localIPs(),
 		pids:           map[uint32]*pidState{},
+		observers:      map[obsKey]prometheus.Observer{},
+		exchangeCounts: map[l7.Protocol]prometheus.Counter{},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_agent_events_processed_total", Help: "Events read from the kernel ring buffers, by kind (l7, tcp).",
 		}, []string{"kind"}),
@@ -378,6 +406,9 @@ func (a *Agent) collectGarbage() {
 		delete(a.pids, pid)
 		a.resolver.Forget(pid)
 	}
+	if len(dead) > 0 {
+		a.seriesGen.Add(1)
+	}
 	a.mu.Unlock()
 }
 
@@ -489,8 +520,12 @@ const maxTrackedConns = 1 << 18
 func (a *Agent) HandleL7(ev *ebpf.L7Event) {
 	a.l7Events.Inc()
 	// Name the process while it is alive: short-lived clients may exit
-	// before their exchange completes.
-	a.resolver.LookupHint(ev.PID, ev.Comm)
+	// before their exchange completes. Consecutive events mostly come from
+	// one process; record names it again anyway.
+	if ev.PID != a.lastHintPID {
+		a.resolver.LookupHint(ev.PID, ev.Comm)
+		a.lastHintPID = ev.PID
+	}
 	if ev.Timestamp-a.lastSweep > sweepEvery {
 		if a.lastSweep != 0 {
 			a.tracker.Sweep(ev.Timestamp - 5*sweepEvery)
@@ -519,25 +554,29 @@ func splitHostPort(hostport string, fallback netip.AddrPort) (string, string) {
 
 func (a *Agent) record(ex *l7.Exchange, comm string) {
 	proto := ex.Request.Protocol
-	a.exchanges.WithLabelValues(proto.String()).Inc()
+	c, ok := a.exchangeCounts[proto]
+	if !ok {
+		c = a.exchanges.WithLabelValues(proto.String())
+		a.exchangeCounts[proto] = c
+	}
+	c.Inc()
 	svc, inst := a.identity(ex.PID, comm)
 	d := ex.Duration()
 	req, resp := &ex.Request, &ex.Response
 	switch proto {
 	case l7.HTTP:
-		route := l7.Route(req.Path)
-		status := strconv.Itoa(resp.Status)
+		k := obsKey{svc: svc, inst: inst, method: req.Method, status: resp.Status, route: l7.Route(req.Path)}
 		if ex.Role == l7.RoleServer {
-			// The local socket, not the Host header: clients choose the
-			// header, so it is not a safe label.
-			addr, port := ex.Local.Addr().String(), strconv.Itoa(int(ex.Local.Port()))
-			a.m.httpServer.WithLabelValues(svc, inst, req.Method, status, route, addr, port).Observe(d)
+			k.server, k.local = true, ex.Local
+		} else {
+			k.host, k.port = splitHostPort(req.Host, ex.Remote)
+			k.remote = ex.Remote
+		}
+		a.httpObserver(k).Observe(d)
+		if ex.Role == l7.RoleServer {
 			a.mu.Lock()
 			a.listeners[ex.Local] = svc
 			a.mu.Unlock()
-		} else {
-			host, port := splitHostPort(req.Host, ex.Remote)
-			a.m.httpClient.WithLabelValues(svc, inst, req.Method, status, route, host, port, ex.Remote.String()).Observe(d)
 		}
 	case l7.Postgres, l7.MySQL, l7.Redis:
 		if ex.Role != l7.RoleClient {
@@ -557,6 +596,29 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 	if a.spans != nil {
 		a.spans.Add(a.span(ex, svc, inst))
 	}
+}
+
+// httpObserver returns the duration histogram of an HTTP exchange.
+func (a *Agent) httpObserver(k obsKey) prometheus.Observer {
+	if g := a.seriesGen.Load(); g != a.observersGen || len(a.observers) >= maxCachedObservers {
+		clear(a.observers)
+		a.observersGen = g
+	}
+	if o, ok := a.observers[k]; ok {
+		return o
+	}
+	status := strconv.Itoa(k.status)
+	var o prometheus.Observer
+	if k.server {
+		// The local socket, not the Host header: clients choose the
+		// header, so it is not a safe label.
+		o = a.m.httpServer.WithLabelValues(k.svc, k.inst, k.method, status, k.route,
+			k.local.Addr().String(), strconv.Itoa(int(k.local.Port())))
+	} else {
+		o = a.m.httpClient.WithLabelValues(k.svc, k.inst, k.method, status, k.route, k.host, k.port, k.remote.String())
+	}
+	a.observers[k] = o
+	return o
 }
 
 // span builds the span of a recorded exchange. It is separate from record
