@@ -104,10 +104,11 @@ type queriedSeries struct {
 	samples []querySample
 }
 
-// querySeries runs Series over gRPC and decodes every chunk.
+// querySeries runs Series over gRPC the way the querier does (batched responses) and
+// decodes every chunk.
 func querySeries(t testing.TB, c client.IngesterClient, tenant string, mint, maxt int64, ms ...storepb.LabelMatcher) []queriedSeries {
 	t.Helper()
-	stream, err := c.Series(ctxFor(tenant), &storepb.SeriesRequest{MinTime: mint, MaxTime: maxt, Matchers: ms})
+	stream, err := c.Series(ctxFor(tenant), &storepb.SeriesRequest{MinTime: mint, MaxTime: maxt, Matchers: ms, ResponseBatchSize: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,49 +124,59 @@ func querySeries(t testing.TB, c client.IngesterClient, tenant string, mint, max
 		if w := resp.GetWarning(); w != "" {
 			t.Fatalf("warning: %s", w)
 		}
-		s := resp.GetSeries()
-		if s == nil {
-			continue
+		var batch []*storepb.Series
+		if b := resp.GetBatch(); b != nil {
+			batch = b.Series
 		}
-		qs := queriedSeries{lset: client.PromLabelsFromZLabels(s.Labels)}
-		for _, ch := range s.Chunks {
-			var enc chunkenc.Encoding
-			switch ch.Raw.Type {
-			case storepb.Chunk_XOR:
-				enc = chunkenc.EncXOR
-			case storepb.Chunk_HISTOGRAM:
-				enc = chunkenc.EncHistogram
-			case storepb.Chunk_FLOAT_HISTOGRAM:
-				enc = chunkenc.EncFloatHistogram
-			}
-			chk, err := chunkenc.FromData(enc, ch.Raw.Data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			it := chk.Iterator(nil)
-			for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
-				if ts := it.AtT(); ts < mint || ts > maxt {
-					continue
-				}
-				switch vt {
-				case chunkenc.ValFloat:
-					ts, v := it.At()
-					qs.samples = append(qs.samples, querySample{t: ts, v: v})
-				case chunkenc.ValHistogram:
-					ts, h := it.AtHistogram(nil)
-					qs.samples = append(qs.samples, querySample{t: ts, h: h})
-				case chunkenc.ValFloatHistogram:
-					ts, fh := it.AtFloatHistogram(nil)
-					qs.samples = append(qs.samples, querySample{t: ts, fh: fh})
-				}
-			}
-			if it.Err() != nil {
-				t.Fatal(it.Err())
-			}
+		if s := resp.GetSeries(); s != nil {
+			batch = append(batch, s)
 		}
-		out = append(out, qs)
+		for _, s := range batch {
+			out = append(out, decodeSeries(t, s, mint, maxt))
+		}
 	}
 	return out
+}
+
+func decodeSeries(t testing.TB, s *storepb.Series, mint, maxt int64) queriedSeries {
+	t.Helper()
+	qs := queriedSeries{lset: client.PromLabelsFromZLabels(s.Labels)}
+	for _, ch := range s.Chunks {
+		var enc chunkenc.Encoding
+		switch ch.Raw.Type {
+		case storepb.Chunk_XOR:
+			enc = chunkenc.EncXOR
+		case storepb.Chunk_HISTOGRAM:
+			enc = chunkenc.EncHistogram
+		case storepb.Chunk_FLOAT_HISTOGRAM:
+			enc = chunkenc.EncFloatHistogram
+		}
+		chk, err := chunkenc.FromData(enc, ch.Raw.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		it := chk.Iterator(nil)
+		for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
+			if ts := it.AtT(); ts < mint || ts > maxt {
+				continue
+			}
+			switch vt {
+			case chunkenc.ValFloat:
+				ts, v := it.At()
+				qs.samples = append(qs.samples, querySample{t: ts, v: v})
+			case chunkenc.ValHistogram:
+				ts, h := it.AtHistogram(nil)
+				qs.samples = append(qs.samples, querySample{t: ts, h: h})
+			case chunkenc.ValFloatHistogram:
+				ts, fh := it.AtFloatHistogram(nil)
+				qs.samples = append(qs.samples, querySample{t: ts, fh: fh})
+			}
+		}
+		if it.Err() != nil {
+			t.Fatal(it.Err())
+		}
+	}
+	return qs
 }
 
 func eqMatcher(name, value string) storepb.LabelMatcher {

@@ -39,8 +39,8 @@ type Ingester struct {
 	lifecycler *ring.BasicLifecycler // nil when no KV store was given
 	subs       *services.Manager
 	subsWatch  *services.FailureWatcher
-	// unregisterLocal removes this ingester from the in-process Push short-circuit
-	// (client.RegisterLocalPusher); nil when not registered.
+	// unregisterLocal removes this ingester from the in-process Push and Series
+	// short-circuit (client.RegisterLocal); nil when not registered.
 	unregisterLocal func()
 
 	mtx          sync.RWMutex
@@ -105,10 +105,10 @@ func (i *Ingester) starting(ctx context.Context) error {
 	}
 	i.subsWatch = services.NewFailureWatcher()
 	i.subsWatch.WatchManager(i.subs)
-	// A distributor in this process that finds this ingester in the ring pushes to it
-	// directly; others reach it over gRPC. Push answers Unavailable until Running, as
-	// over gRPC.
-	i.unregisterLocal = client.RegisterLocalPusher(i.lifecycler.GetInstanceAddr(), i)
+	// A distributor or querier in this process that finds this ingester in the ring
+	// pushes to it and reads from it directly; others reach it over gRPC. Push answers
+	// Unavailable until Running, as over gRPC.
+	i.unregisterLocal = client.RegisterLocal(i.lifecycler.GetInstanceAddr(), client.Local{Pusher: i, Store: i.storeServer()})
 	if err := services.StartManagerAndAwaitHealthy(ctx, i.subs); err != nil {
 		i.unregisterLocal()
 		return fmt.Errorf("join ingester ring: %w", err)

@@ -407,7 +407,7 @@ func (b *batchSeries) get(lset labels.Labels) *batchEntry {
 }
 
 // sortSamples returns s sorted by timestamp. Unsorted input is sorted in a copy: with
-// the in-process Push (client.RegisterLocalPusher) the backing array may be shared with
+// the in-process Push (client.RegisterLocal) the backing array may be shared with
 // the pushes to other replicas running concurrently.
 func sortSamples(s []prompb.Sample) []prompb.Sample {
 	cmp := func(a, b prompb.Sample) int { return cmpInt64(a.Timestamp, b.Timestamp) }

@@ -1,7 +1,6 @@
 package ingester
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -9,11 +8,9 @@ import (
 	"strings"
 
 	"github.com/grafana/dskit/user"
-	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/thanos-io/thanos/pkg/exemplars/exemplarspb"
 	"github.com/thanos-io/thanos/pkg/info/infopb"
 	"github.com/thanos-io/thanos/pkg/metadata/metadatapb"
@@ -24,17 +21,17 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
+	"github.com/vigil-obs/vigil/pkg/storeapi"
 )
 
 var (
-	_ storepb.StoreServer         = (*Ingester)(nil)
 	_ exemplarspb.ExemplarsServer = (*Ingester)(nil)
 	_ metadatapb.MetadataServer   = (*Ingester)(nil)
 	_ infopb.InfoServer           = (*Ingester)(nil)
 )
 
 func (i *Ingester) registerQueryServices(s *grpc.Server) {
-	storepb.RegisterStoreServer(s, i)
+	storepb.RegisterStoreServer(s, i.storeServer())
 	exemplarspb.RegisterExemplarsServer(s, i)
 	metadatapb.RegisterMetadataServer(s, i)
 	infopb.RegisterInfoServer(s, i)
@@ -60,202 +57,51 @@ func (i *Ingester) queryTSDB(ctx context.Context) (u *userTSDB, release func(), 
 	return u, u.closeMu.RUnlock, nil
 }
 
-func promMatchers(ms []storepb.LabelMatcher) ([]*labels.Matcher, error) {
-	matchers, err := storepb.MatchersToPromMatchers(ms...)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "bad matchers: %v", err)
-	}
-	if len(matchers) == 0 {
-		// The TSDB needs at least one matcher; no matcher means everything.
-		matchers = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
-	}
-	return matchers, nil
+// storeServer serves the StoreAPI (Series, LabelNames, LabelValues) from the tenant TSDBs
+// through the same code as the store-gateway: batched responses, buffers reused across
+// messages, chunk bytes sent without copying. The ChunkQuerier copies the open head chunk,
+// and every other chunk stays valid until the querier is closed, which happens after the
+// last message was marshalled.
+func (i *Ingester) storeServer() *storeapi.Server {
+	return storeapi.NewServer(func(_ context.Context, tenant string) (storage.ChunkQueryable, error) {
+		u := i.getTSDB(tenant)
+		if u == nil {
+			return nil, nil
+		}
+		return tenantQueryable{u}, nil
+	}, storeapi.ServerOptions{})
 }
 
-func selectHints(req *storepb.SeriesRequest) *storage.SelectHints {
-	h := &storage.SelectHints{Start: req.MinTime, End: req.MaxTime, Step: req.Step, Range: req.Range, Limit: int(req.Limit)}
-	if qh := req.QueryHints; qh != nil {
-		h.Step = qh.StepMillis
-		if qh.Func != nil {
-			h.Func = qh.Func.Name
-		}
-		if qh.Grouping != nil {
-			h.By, h.Grouping = qh.Grouping.By, qh.Grouping.Labels
-		}
-		if qh.Range != nil {
-			h.Range = qh.Range.Millis
-		}
-	}
-	if req.SkipChunks {
-		h.Func = "series"
-	}
-	return h
-}
+// tenantQueryable holds the tenant's close lock from ChunkQuerier until the querier is
+// closed, so an idle close never pulls the TSDB away from a running query.
+type tenantQueryable struct{ u *userTSDB }
 
-// Series implements storepb.StoreServer: series of the tenant in ctx matching the
-// request, sorted by labels, with raw XOR/histogram/float-histogram chunks overlapping
-// [MinTime, MaxTime] (chunks may extend beyond it; the querier trims).
-func (i *Ingester) Series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServer) error {
-	ctx := srv.Context()
-	u, release, err := i.queryTSDB(ctx)
+func (t tenantQueryable) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
+	t.u.closeMu.RLock()
+	if t.u.closed {
+		t.u.closeMu.RUnlock()
+		return storage.NoopChunkedQuerier(), nil
+	}
+	q, err := t.u.db.ChunkQuerier(mint, maxt)
 	if err != nil {
-		return err
-	}
-	defer release()
-	if u == nil {
-		return nil
-	}
-	matchers, err := promMatchers(req.Matchers)
-	if err != nil {
-		return err
-	}
-	hints := selectHints(req)
-	sent := 0
-	limitReached := func() bool { return req.Limit > 0 && int64(sent) >= req.Limit }
-
-	if req.SkipChunks {
-		q, err := u.db.Querier(req.MinTime, req.MaxTime)
-		if err != nil {
-			return status.Errorf(codes.Internal, "open querier: %v", err)
-		}
-		defer q.Close()
-		ss := q.Select(ctx, true, hints, matchers...)
-		for ss.Next() && !limitReached() {
-			if err := srv.Send(storepb.NewSeriesResponse(&storepb.Series{Labels: client.ZLabelsFromPromLabels(ss.At().Labels())})); err != nil {
-				return fmt.Errorf("send series: %w", err)
-			}
-			sent++
-		}
-		return finishSeriesSet(srv, ss.Err(), ss.Warnings().AsErrors())
-	}
-
-	q, err := u.db.ChunkQuerier(req.MinTime, req.MaxTime)
-	if err != nil {
-		return status.Errorf(codes.Internal, "open chunk querier: %v", err)
-	}
-	defer q.Close()
-	ss := q.Select(ctx, true, hints, matchers...)
-	for ss.Next() && !limitReached() {
-		s := ss.At()
-		series := &storepb.Series{Labels: client.ZLabelsFromPromLabels(s.Labels())}
-		cit := s.Iterator(nil)
-		for cit.Next() {
-			m := cit.At()
-			if m.Chunk == nil {
-				continue
-			}
-			enc, err := chunkEncoding(m.Chunk.Encoding())
-			if err != nil {
-				return status.Errorf(codes.Internal, "series %s: %v", s.Labels(), err)
-			}
-			series.Chunks = append(series.Chunks, storepb.AggrChunk{
-				MinTime: m.MinTime,
-				MaxTime: m.MaxTime,
-				// Copy: head chunk bytes belong to the TSDB and may be reused after the
-				// querier is closed.
-				Raw: &storepb.Chunk{Type: enc, Data: bytes.Clone(m.Chunk.Bytes())},
-			})
-		}
-		if err := cit.Err(); err != nil {
-			return status.Errorf(codes.Internal, "iterate chunks of %s: %v", s.Labels(), err)
-		}
-		if len(series.Chunks) == 0 {
-			continue
-		}
-		if err := srv.Send(storepb.NewSeriesResponse(series)); err != nil {
-			return fmt.Errorf("send series: %w", err)
-		}
-		sent++
-	}
-	return finishSeriesSet(srv, ss.Err(), ss.Warnings().AsErrors())
-}
-
-func finishSeriesSet(srv storepb.Store_SeriesServer, err error, warnings []error) error {
-	if err != nil {
-		return status.Errorf(codes.Internal, "select series: %v", err)
-	}
-	for _, w := range warnings {
-		if err := srv.Send(storepb.NewWarnSeriesResponse(w)); err != nil {
-			return fmt.Errorf("send warning: %w", err)
-		}
-	}
-	return nil
-}
-
-func chunkEncoding(e chunkenc.Encoding) (storepb.Chunk_Encoding, error) {
-	switch e {
-	case chunkenc.EncXOR:
-		return storepb.Chunk_XOR, nil
-	case chunkenc.EncHistogram:
-		return storepb.Chunk_HISTOGRAM, nil
-	case chunkenc.EncFloatHistogram:
-		return storepb.Chunk_FLOAT_HISTOGRAM, nil
-	}
-	return 0, fmt.Errorf("chunk encoding %s has no Store API equivalent", e)
-}
-
-// LabelNames implements storepb.StoreServer.
-func (i *Ingester) LabelNames(ctx context.Context, req *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {
-	u, release, err := i.queryTSDB(ctx)
-	if err != nil {
+		t.u.closeMu.RUnlock()
 		return nil, err
 	}
-	defer release()
-	if u == nil {
-		return &storepb.LabelNamesResponse{}, nil
-	}
-	matchers, err := storepb.MatchersToPromMatchers(req.Matchers...)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "bad matchers: %v", err)
-	}
-	q, err := u.db.Querier(req.Start, req.End)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "open querier: %v", err)
-	}
-	defer q.Close()
-	names, warns, err := q.LabelNames(ctx, &storage.LabelHints{Limit: int(req.Limit)}, matchers...)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "label names: %v", err)
-	}
-	// The TSDB treats the limit as a hint (the head ignores it without matchers).
-	return &storepb.LabelNamesResponse{Names: truncate(names, req.Limit), Warnings: warnStrings(warns.AsErrors())}, nil
+	return &lockedChunkQuerier{ChunkQuerier: q, unlock: t.u.closeMu.RUnlock}, nil
 }
 
-// LabelValues implements storepb.StoreServer.
-func (i *Ingester) LabelValues(ctx context.Context, req *storepb.LabelValuesRequest) (*storepb.LabelValuesResponse, error) {
-	if req.Label == "" {
-		return nil, status.Error(codes.InvalidArgument, "label name parameter cannot be empty")
-	}
-	u, release, err := i.queryTSDB(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	if u == nil {
-		return &storepb.LabelValuesResponse{}, nil
-	}
-	matchers, err := storepb.MatchersToPromMatchers(req.Matchers...)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "bad matchers: %v", err)
-	}
-	q, err := u.db.Querier(req.Start, req.End)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "open querier: %v", err)
-	}
-	defer q.Close()
-	values, warns, err := q.LabelValues(ctx, req.Label, &storage.LabelHints{Limit: int(req.Limit)}, matchers...)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "label values: %v", err)
-	}
-	return &storepb.LabelValuesResponse{Values: truncate(values, req.Limit), Warnings: warnStrings(warns.AsErrors())}, nil
+type lockedChunkQuerier struct {
+	storage.ChunkQuerier
+	unlock func()
 }
 
-func warnStrings(ws []error) []string {
-	out := make([]string, 0, len(ws))
-	for _, w := range ws {
-		out = append(out, w.Error())
+func (q *lockedChunkQuerier) Close() error {
+	err := q.ChunkQuerier.Close()
+	if q.unlock != nil {
+		q.unlock()
+		q.unlock = nil
 	}
-	return out
+	return err
 }
 
 // Exemplars implements exemplarspb.ExemplarsServer from the TSDB's in-memory exemplar

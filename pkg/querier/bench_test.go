@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,12 +151,54 @@ func BenchmarkQueryRange(b *testing.B) {
 
 	b.Run("vigil-head", func(b *testing.B) {
 		_, sgAddr := startStoreGateway(b, newBucket(b), 0)
-		q := startBenchQuerier(b, cfg, []string{fakeIngester(b, db)}, []string{sgAddr})
+		q := startBenchQuerier(b, cfg, []string{localIngester(b, db)}, []string{sgAddr})
 		b.ReportAllocs()
 		for b.Loop() {
 			run(b, q.Engine(), q)
 		}
 		record("vigil-head", b)
+	})
+
+	// The same comparison with the engines taking turns within each iteration, so a
+	// change in machine load (other processes on a shared 2-core box) hits all alike.
+	// "in-process" is the ingester of a -target=all process (Series handed over by a
+	// direct call), "grpc" an ingester in another process. Wall time and process CPU time
+	// are reported; Vigil's CPU includes the ingester's side of the StoreAPI.
+	b.Run("paired-head", func(b *testing.B) {
+		_, sgAddr := startStoreGateway(b, newBucket(b), 0)
+		local := startBenchQuerier(b, cfg, []string{localIngester(b, db)}, []string{sgAddr})
+		remote := startBenchQuerier(b, cfg, []string{fakeIngester(b, db)}, []string{sgAddr})
+		engine := promql.NewEngine(EngineOpts(cfg, nil, nil))
+		run(b, local.Engine(), local) // dial and warm up
+		run(b, remote.Engine(), remote)
+		type measure struct{ wall, cpu time.Duration }
+		var prom, inProc, grpc measure
+		timed := func(m *measure, engine promql.QueryEngine, q storage.Queryable) {
+			// Start from a collected heap, so one run's garbage is not collected (and
+			// charged) during the next one.
+			runtime.GC()
+			w0, c0 := time.Now(), processCPU(b)
+			run(b, engine, q)
+			m.wall += time.Since(w0)
+			m.cpu += processCPU(b) - c0
+		}
+		for b.Loop() {
+			timed(&prom, engine, db)
+			timed(&inProc, local.Engine(), local)
+			timed(&grpc, remote.Engine(), remote)
+		}
+		for _, r := range []struct {
+			name string
+			m    measure
+		}{{"in-process", inProc}, {"grpc", grpc}} {
+			wall, cpu := float64(r.m.wall)/float64(prom.wall), float64(r.m.cpu)/float64(prom.cpu)
+			b.ReportMetric(wall, r.name+"-wall-ratio")
+			b.ReportMetric(cpu, r.name+"-cpu-ratio")
+			n := time.Duration(b.N)
+			fmt.Printf("paired head, %s ingester: wall %s vs Prometheus %s = %.3fx, cpu %s vs %s = %.3fx per query set\n", r.name,
+				(r.m.wall / n).Round(time.Millisecond), (prom.wall / n).Round(time.Millisecond), wall,
+				(r.m.cpu / n).Round(time.Millisecond), (prom.cpu / n).Round(time.Millisecond), cpu)
+		}
 	})
 
 	b.Run("vigil-bucket-cold", func(b *testing.B) {
@@ -196,6 +240,15 @@ func BenchmarkQueryRange(b *testing.B) {
 			}
 		}
 	}
+}
+
+// processCPU is the user+system CPU time this process has used so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func startBenchQuerier(b *testing.B, cfg Config, ingesters, storeGateways []string) *Querier {

@@ -113,6 +113,9 @@ type placement struct {
 	// headFrom/blocksTo are offsets from t0 in hours: the ingester head holds
 	// [headFrom, end], the bucket holds 2h blocks over [0, blocksTo).
 	headFrom, blocksTo int64
+	// inProcess reads the ingester by direct call, as a -target=all process does, instead
+	// of over gRPC.
+	inProcess bool
 }
 
 var placements = []placement{
@@ -120,6 +123,8 @@ var placements = []placement{
 	{name: "bucket", headFrom: fixtureHours + 1, blocksTo: fixtureHours + 1},
 	// Blocks [0h,4h) and head [3h,end]: one hour present in both.
 	{name: "straddle", headFrom: 3, blocksTo: 4},
+	{name: "head-in-process", headFrom: 0, blocksTo: 0, inProcess: true},
+	{name: "straddle-in-process", headFrom: 3, blocksTo: 4, inProcess: true},
 }
 
 func TestPromQLEquivalence(t *testing.T) {
@@ -137,7 +142,11 @@ func TestPromQLEquivalence(t *testing.T) {
 			if p.headFrom <= fixtureHours {
 				db := openHeadDB(t)
 				appendSeries(t, db, fixture, t0+p.headFrom*hourMs, end+1)
-				ingesters = append(ingesters, fakeIngester(t, db))
+				if p.inProcess {
+					ingesters = append(ingesters, localIngester(t, db))
+				} else {
+					ingesters = append(ingesters, fakeIngester(t, db))
+				}
 			}
 			bkt := newBucket(t)
 			if p.blocksTo > 0 {

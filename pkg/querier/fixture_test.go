@@ -28,7 +28,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
-	"github.com/vigil-obs/vigil/pkg/querier/storeapi"
+	"github.com/vigil-obs/vigil/pkg/storeapi"
 	"github.com/vigil-obs/vigil/pkg/storegateway"
 	"github.com/vigil-obs/vigil/pkg/storegateway/storegatewaytest"
 )
@@ -265,13 +265,27 @@ func writeBlocks(tb testing.TB, bkt objstore.Bucket, series []testSeries, mint, 
 // NOTE: stands in for pkg/ingester in these tests; integration tests cover the real one.
 func fakeIngester(tb testing.TB, db *tsdb.DB) string {
 	tb.Helper()
-	srv := storeapi.NewServer(func(_ context.Context, tenant string) (storage.ChunkQueryable, error) {
+	srv := headStoreServer(db)
+	return storegatewaytest.StartGRPC(tb, func(s *grpc.Server) { storepb.RegisterStoreServer(s, srv) })
+}
+
+// localIngester is fakeIngester registered as an ingester of this process, the way a
+// -target=all process registers its ingester: queriers read its Series by direct call.
+func localIngester(tb testing.TB, db *tsdb.DB) string {
+	tb.Helper()
+	srv := headStoreServer(db)
+	addr := storegatewaytest.StartGRPC(tb, func(s *grpc.Server) { storepb.RegisterStoreServer(s, srv) })
+	tb.Cleanup(client.RegisterLocal(addr, client.Local{Store: srv}))
+	return addr
+}
+
+func headStoreServer(db *tsdb.DB) *storeapi.Server {
+	return storeapi.NewServer(func(_ context.Context, tenant string) (storage.ChunkQueryable, error) {
 		if tenant != testTenant {
 			return nil, nil
 		}
 		return db, nil
 	}, storeapi.ServerOptions{})
-	return storegatewaytest.StartGRPC(tb, func(s *grpc.Server) { storepb.RegisterStoreServer(s, srv) })
 }
 
 // startStoreGateway serves bkt and returns its gRPC address.

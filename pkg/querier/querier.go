@@ -115,6 +115,9 @@ type Querier struct {
 	thanosServer *grpc.Server
 	thanosAddr   string
 	thanosDone   chan struct{}
+
+	// slabs recycles the buffers received chunk bytes live in (see slabAllocator).
+	slabs sync.Pool
 }
 
 var (
@@ -339,6 +342,9 @@ type fanoutQuerier struct {
 	mint, maxt int64
 	// fetched counts series received for this query, for max-fetched-series-per-query.
 	fetched atomic.Int64
+
+	slabsMu sync.Mutex
+	slabs   []*[]byte // returned to q.slabs on Close
 }
 
 func (f *fanoutQuerier) timeRange(hints *storage.SelectHints) (int64, int64) {
@@ -406,29 +412,28 @@ func (f *fanoutQuerier) fetchOne(ctx context.Context, c Client, req *storepb.Ser
 	}
 	var (
 		out    []*fetchedSeries
-		warns  []string
 		sorted = true
 		limit  = int64(f.q.cfg.MaxFetchedSeriesPerQuery)
 	)
 	// Series and their chunk lists are carved out of slabs: one allocation per few
 	// hundred series instead of two per series.
 	var (
-		lb         labels.ScratchBuilder
 		seriesSlab []fetchedSeries
 		chunkSlab  []rawChunk
 	)
-	add := func(s *storepb.Series) error {
-		lb.Reset()
-		for _, l := range s.Labels {
-			lb.Add(l.Name, l.Value)
-		}
-		// Labels copies the strings, so the result does not pin the receive buffer.
-		lset := lb.Labels()
+	dec := &seriesResponseDecoder{slabs: slabAllocator{pool: &f.q.slabs}}
+	defer func() {
+		f.slabsMu.Lock()
+		f.slabs = append(f.slabs, dec.slabs.used...)
+		f.slabsMu.Unlock()
+	}()
+	dec.onSeries = func(lset labels.Labels, chunks []rawChunk) error {
 		if n := len(out); n > 0 {
 			switch cmp := labels.Compare(out[n-1].lset, lset); {
 			case cmp == 0:
 				// A backend may split one series over several frames.
-				return out[n-1].add(s.Chunks)
+				out[n-1].add(chunks)
+				return nil
 			case cmp > 0:
 				sorted = false
 			}
@@ -441,7 +446,7 @@ func (f *fanoutQuerier) fetchOne(ctx context.Context, c Client, req *storepb.Ser
 		}
 		fs := &seriesSlab[0]
 		seriesSlab = seriesSlab[1:]
-		n := len(s.Chunks)
+		n := len(chunks)
 		if len(chunkSlab) < n {
 			chunkSlab = make([]rawChunk, max(n, 4096))
 		}
@@ -449,39 +454,28 @@ func (f *fanoutQuerier) fetchOne(ctx context.Context, c Client, req *storepb.Ser
 		// overwriting the next series' chunks.
 		buf := chunkSlab[:0:n]
 		chunkSlab = chunkSlab[n:]
-		if err := fs.init(lset, s.Chunks, buf); err != nil {
-			return err
-		}
+		fs.init(lset, chunks, buf)
 		out = append(out, fs)
 		return nil
 	}
 	for {
-		resp, err := stream.Recv()
+		// RecvMsg instead of Recv: the codec hands the message bytes to the decoder, which
+		// builds fetchedSeries directly.
+		err := stream.RecvMsg(dec)
 		if errors.Is(err, io.EOF) {
 			break
 		}
+		if dec.stopErr != nil {
+			return nil, nil, dec.stopErr
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("receive series: %w", err)
-		}
-		switch r := resp.Result.(type) {
-		case *storepb.SeriesResponse_Series:
-			if err := add(r.Series); err != nil {
-				return nil, nil, err
-			}
-		case *storepb.SeriesResponse_Batch:
-			for _, s := range r.Batch.Series {
-				if err := add(s); err != nil {
-					return nil, nil, err
-				}
-			}
-		case *storepb.SeriesResponse_Warning:
-			warns = append(warns, r.Warning)
 		}
 	}
 	if !sorted {
 		out = sortAndCoalesce(out)
 	}
-	return out, warns, nil
+	return out, dec.warnings, nil
 }
 
 // sortAndCoalesce sorts series by labels and merges entries with equal labels, for
@@ -620,7 +614,19 @@ func (f *fanoutQuerier) collectStrings(ctx context.Context, hints *storage.Label
 }
 
 // Close implements storage.Querier.
-func (f *fanoutQuerier) Close() error { return nil }
+// Close returns the query's receive buffers for reuse. The PromQL engine closes its
+// querier only after evaluation, when no series of the query is iterated any more, and
+// results hold copies of sample values, never chunk bytes.
+func (f *fanoutQuerier) Close() error {
+	f.slabsMu.Lock()
+	defer f.slabsMu.Unlock()
+	for _, s := range f.slabs {
+		*s = (*s)[:0]
+		f.q.slabs.Put(s)
+	}
+	f.slabs = nil
+	return nil
+}
 
 // fanoutChunkQuerier is the chunk flavour, used by remote read and the Thanos StoreAPI.
 type fanoutChunkQuerier struct{ fanoutQuerier }

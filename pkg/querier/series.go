@@ -9,9 +9,6 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/util/annotations"
-	"github.com/thanos-io/thanos/pkg/store/storepb"
-
-	"github.com/vigil-obs/vigil/pkg/querier/storeapi"
 )
 
 // rawChunk is one chunk received through the StoreAPI, kept as encoded bytes. The bytes
@@ -33,33 +30,16 @@ type fetchedSeries struct {
 	overlapping bool
 }
 
-// newFetchedSeries converts the chunks of a StoreAPI series. Only raw chunks are supported:
-// Vigil never serves downsampled aggregates.
-func newFetchedSeries(lset labels.Labels, in []storepb.AggrChunk) (*fetchedSeries, error) {
-	s := &fetchedSeries{}
-	if err := s.init(lset, in, make([]rawChunk, 0, len(in))); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
 // init sets the series up with buf (len 0) as chunk storage.
-func (s *fetchedSeries) init(lset labels.Labels, in []storepb.AggrChunk, buf []rawChunk) error {
+func (s *fetchedSeries) init(lset labels.Labels, in []rawChunk, buf []rawChunk) {
 	s.lset, s.chunks = lset, buf
-	return s.add(in)
+	s.add(in)
 }
 
-func (s *fetchedSeries) add(in []storepb.AggrChunk) error {
-	for _, c := range in {
-		if c.Raw == nil {
-			return fmt.Errorf("series %s: chunk [%d,%d] has no raw data (downsampled data is not supported)", s.lset, c.MinTime, c.MaxTime)
-		}
-		enc, err := storeapi.EncodingFromPB(c.Raw.Type)
-		if err != nil {
-			return fmt.Errorf("series %s: %w", s.lset, err)
-		}
-		s.chunks = append(s.chunks, rawChunk{mint: c.MinTime, maxt: c.MaxTime, enc: enc, data: c.Raw.Data})
-	}
+// add appends chunks of the same series (a backend may split one series over several
+// messages).
+func (s *fetchedSeries) add(in []rawChunk) {
+	s.chunks = append(s.chunks, in...)
 	if !slices.IsSortedFunc(s.chunks, cmpChunk) {
 		slices.SortStableFunc(s.chunks, cmpChunk)
 	}
@@ -70,7 +50,6 @@ func (s *fetchedSeries) add(in []storepb.AggrChunk) error {
 			break
 		}
 	}
-	return nil
 }
 
 func cmpChunk(a, b rawChunk) int {

@@ -1,11 +1,13 @@
 package querier
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/thanos-io/thanos/pkg/store/storepb"
+	"github.com/vigil-obs/vigil/pkg/storeapi"
 )
 
 // xorChunk encodes (t, t) samples for the given timestamps.
@@ -101,12 +103,6 @@ func TestSortAndCoalesce_MergesSplitSeries(t *testing.T) {
 	}
 }
 
-func TestNewFetchedSeries_RejectsAggregates(t *testing.T) {
-	if _, err := newFetchedSeries(labels.FromStrings("__name__", "m"), []storepb.AggrChunk{{MinTime: 1, MaxTime: 2}}); err == nil {
-		t.Fatal("downsampled chunk without raw data accepted")
-	}
-}
-
 func equalInts(a, b []int64) bool {
 	if len(a) != len(b) {
 		return false
@@ -153,4 +149,22 @@ func TestConcatIterator_SeekAcrossChunksAndReuse(t *testing.T) {
 	if got := collect(t, sampleSeries{a}.Iterator(it2)); !equalInts(got, []int64{1, 2, 3, 10, 11, 20, 21, 22, 30}) {
 		t.Errorf("reused again: %v", got)
 	}
+}
+
+// newFetchedSeries builds a fetchedSeries from generated StoreAPI chunks.
+func newFetchedSeries(lset labels.Labels, in []storepb.AggrChunk) (*fetchedSeries, error) {
+	chunks := make([]rawChunk, 0, len(in))
+	for _, c := range in {
+		if c.Raw == nil {
+			return nil, fmt.Errorf("chunk [%d,%d] has no raw data", c.MinTime, c.MaxTime)
+		}
+		enc, err := storeapi.EncodingFromPB(c.Raw.Type)
+		if err != nil {
+			return nil, err
+		}
+		chunks = append(chunks, rawChunk{mint: c.MinTime, maxt: c.MaxTime, enc: enc, data: c.Raw.Data})
+	}
+	s := &fetchedSeries{}
+	s.init(lset, chunks, nil)
+	return s, nil
 }

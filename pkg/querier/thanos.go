@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
-	"github.com/vigil-obs/vigil/pkg/querier/storeapi"
+	"github.com/vigil-obs/vigil/pkg/storeapi"
 	"github.com/vigil-obs/vigil/pkg/util/grpcutil"
 )
 

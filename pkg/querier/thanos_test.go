@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/vigil-obs/vigil/pkg/ingester/client"
-	"github.com/vigil-obs/vigil/pkg/querier/storeapi"
+	"github.com/vigil-obs/vigil/pkg/storeapi"
 )
 
 // TestThanosStoreEndpoint talks to the querier the way a Thanos Querier does: standard

@@ -37,7 +37,7 @@ import (
 	"github.com/thanos-io/thanos/pkg/store/storepb"
 	"google.golang.org/grpc"
 
-	"github.com/vigil-obs/vigil/pkg/querier/storeapi"
+	"github.com/vigil-obs/vigil/pkg/storeapi"
 	"github.com/vigil-obs/vigil/pkg/util/grpcutil"
 )
 

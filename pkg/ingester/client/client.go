@@ -30,6 +30,9 @@ type Config struct {
 	// InProcessPush lets Push call an ingester running in the same process directly
 	// instead of over loopback gRPC (see local.go).
 	InProcessPush bool `yaml:"in_process_push"`
+	// InProcessReads lets Series read from an ingester running in the same process
+	// directly instead of over loopback gRPC (see local.go).
+	InProcessReads bool `yaml:"in_process_reads"`
 }
 
 // RegisterFlags registers the flags under -ingester.client.
@@ -44,6 +47,7 @@ func (cfg *Config) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	f.IntVar(&cfg.MaxSendMsgSize, prefix+"grpc-max-send-msg-size", 100<<20, "Maximum size in bytes of a gRPC message sent to an ingester.")
 	f.DurationVar(&cfg.KeepaliveTime, prefix+"grpc-keepalive-time", 20*time.Second, "Interval of gRPC keepalive pings to ingesters; 0 disables them.")
 	f.BoolVar(&cfg.InProcessPush, prefix+"in-process-push", true, "Push to an ingester that runs in the same process (-target=all) by a direct call instead of loopback gRPC; ingesters in other processes are always reached over gRPC.")
+	f.BoolVar(&cfg.InProcessReads, prefix+"in-process-reads", true, "Read series from an ingester that runs in the same process (-target=all) by a direct call instead of loopback gRPC; ingesters in other processes are always reached over gRPC.")
 }
 
 // Validate checks the configuration.
@@ -84,9 +88,10 @@ type ingesterClient struct {
 	metadatapb.MetadataClient
 	infopb.InfoClient
 	grpc_health_v1.HealthClient
-	conn      *grpc.ClientConn
-	addr      string
-	inProcess bool
+	conn           *grpc.ClientConn
+	addr           string
+	inProcessPush  bool
+	inProcessReads bool
 }
 
 func (c *ingesterClient) Close() error {
@@ -144,7 +149,8 @@ func New(addr string, cfg Config) (IngesterClient, error) {
 		HealthClient:    grpc_health_v1.NewHealthClient(conn),
 		conn:            conn,
 		addr:            addr,
-		inProcess:       cfg.InProcessPush,
+		inProcessPush:   cfg.InProcessPush,
+		inProcessReads:  cfg.InProcessReads,
 	}, nil
 }
 

@@ -98,6 +98,14 @@ func registeredCodec() encoding.CodecV2 {
 
 // Unmarshal implements encoding.CodecV2.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(interface{ UnmarshalBuffers(mem.BufferSlice) error }); ok {
+		// Receivers that manage their own memory (the querier's Series decoder copies
+		// into pooled slabs) take the buffers as they are.
+		if err := m.UnmarshalBuffers(data); err != nil {
+			return fmt.Errorf("unmarshal %T: %w", v, err)
+		}
+		return nil
+	}
 	// Materialize copies into a fresh slice: gogo messages keep sub-slices of the input
 	// (bytes fields such as chunk data), so the buffer must not be returned to a pool.
 	buf := data.Materialize()
@@ -113,7 +121,9 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 			return fmt.Errorf("unmarshal %T: %w", v, err)
 		}
 		return nil
-	case simpleMessage:
+	case interface{ Unmarshal([]byte) error }:
+		// Hand-written messages and receive-only decoders (the querier decodes Series
+		// responses straight into its own structures).
 		if err := m.Unmarshal(buf); err != nil {
 			return fmt.Errorf("unmarshal %T: %w", v, err)
 		}

@@ -1,6 +1,7 @@
 // Package storeapi serves the Thanos StoreAPI (storepb.Store) on top of any Prometheus
-// storage.ChunkQueryable. The store-gateway and the querier's Thanos interop endpoint share
-// it; tests use it to stand in for ingesters.
+// storage.ChunkQueryable. The ingester, the store-gateway and the querier's Thanos interop
+// endpoint all serve their data through it, so batching, buffer reuse and limits behave the
+// same on every read path.
 package storeapi
 
 import (
@@ -131,10 +132,7 @@ func (s *Server) Series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServ
 	}
 	defer q.Close()
 
-	hints := &storage.SelectHints{Start: req.MinTime, End: req.MaxTime, Limit: int(req.Limit)}
-	if req.SkipChunks {
-		hints.Func = "series"
-	}
+	hints := selectHints(req)
 	if len(ms) == 0 {
 		// Select needs at least one matcher (label calls do not); every series has a name.
 		ms = append(ms, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"))
@@ -203,6 +201,28 @@ func (s *Server) Series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServ
 	return nil
 }
 
+// selectHints passes the engine's hints through, so a source can, for example, skip
+// chunks for series-only calls or read less for a known step and range.
+func selectHints(req *storepb.SeriesRequest) *storage.SelectHints {
+	h := &storage.SelectHints{Start: req.MinTime, End: req.MaxTime, Step: req.Step, Range: req.Range, Limit: int(req.Limit)}
+	if qh := req.QueryHints; qh != nil {
+		h.Step = qh.StepMillis
+		if qh.Func != nil {
+			h.Func = qh.Func.Name
+		}
+		if qh.Grouping != nil {
+			h.By, h.Grouping = qh.Grouping.By, qh.Grouping.Labels
+		}
+		if qh.Range != nil {
+			h.Range = qh.Range.Millis
+		}
+	}
+	if req.SkipChunks {
+		h.Func = "series"
+	}
+	return h
+}
+
 // LabelNames implements storepb.StoreServer.
 func (s *Server) LabelNames(ctx context.Context, req *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {
 	ctx, tenant, ext, ms, ok, err := s.prepare(ctx, req.Matchers)
@@ -239,6 +259,9 @@ func (s *Server) LabelNames(ctx context.Context, req *storepb.LabelNamesRequest)
 
 // LabelValues implements storepb.StoreServer.
 func (s *Server) LabelValues(ctx context.Context, req *storepb.LabelValuesRequest) (*storepb.LabelValuesResponse, error) {
+	if req.Label == "" {
+		return nil, status.Error(codes.InvalidArgument, "label name parameter cannot be empty")
+	}
 	ctx, tenant, ext, ms, ok, err := s.prepare(ctx, req.Matchers)
 	if err != nil {
 		return nil, err
@@ -266,6 +289,10 @@ func (s *Server) LabelValues(ctx context.Context, req *storepb.LabelValuesReques
 	vals, warns, err := q.LabelValues(ctx, req.Label, &storage.LabelHints{Limit: int(req.Limit)}, ms...)
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("label values of %q: %w", req.Label, err))
+	}
+	// The TSDB treats the limit as a hint (the head ignores it without matchers).
+	if req.Limit > 0 && int64(len(vals)) > req.Limit {
+		vals = vals[:req.Limit]
 	}
 	resp.Values = vals
 	for _, w := range warns.AsErrors() {
