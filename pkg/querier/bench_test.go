@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -172,32 +174,44 @@ func BenchmarkQueryRange(b *testing.B) {
 		run(b, local.Engine(), local) // dial and warm up
 		run(b, remote.Engine(), remote)
 		type measure struct{ wall, cpu time.Duration }
-		var prom, inProc, grpc measure
-		timed := func(m *measure, engine promql.QueryEngine, q storage.Queryable) {
+		timed := func(engine promql.QueryEngine, q storage.Queryable) measure {
 			// Start from a collected heap, so one run's garbage is not collected (and
 			// charged) during the next one.
 			runtime.GC()
 			w0, c0 := time.Now(), processCPU(b)
 			run(b, engine, q)
-			m.wall += time.Since(w0)
-			m.cpu += processCPU(b) - c0
+			return measure{wall: time.Since(w0), cpu: processCPU(b) - c0}
 		}
+		contenders := []struct {
+			name   string
+			engine promql.QueryEngine
+			q      storage.Queryable
+		}{{"prometheus", engine, db}, {"in-process", local.Engine(), local}, {"grpc", remote.Engine(), remote}}
+		// Ratios to Prometheus per iteration; the order rotates so that none of the three
+		// always runs right after another's garbage or in the same phase of a noisy
+		// neighbour. The median is reported.
+		ratios := map[string][2][]float64{}
+		var iter int
 		for b.Loop() {
-			timed(&prom, engine, db)
-			timed(&inProc, local.Engine(), local)
-			timed(&grpc, remote.Engine(), remote)
+			got := map[string]measure{}
+			for k := range contenders {
+				c := contenders[(k+iter)%len(contenders)]
+				got[c.name] = timed(c.engine, c.q)
+			}
+			iter++
+			for _, name := range []string{"in-process", "grpc"} {
+				r := ratios[name]
+				r[0] = append(r[0], float64(got[name].wall)/float64(got["prometheus"].wall))
+				r[1] = append(r[1], float64(got[name].cpu)/float64(got["prometheus"].cpu))
+				ratios[name] = r
+			}
 		}
-		for _, r := range []struct {
-			name string
-			m    measure
-		}{{"in-process", inProc}, {"grpc", grpc}} {
-			wall, cpu := float64(r.m.wall)/float64(prom.wall), float64(r.m.cpu)/float64(prom.cpu)
-			b.ReportMetric(wall, r.name+"-wall-ratio")
-			b.ReportMetric(cpu, r.name+"-cpu-ratio")
-			n := time.Duration(b.N)
-			fmt.Printf("paired head, %s ingester: wall %s vs Prometheus %s = %.3fx, cpu %s vs %s = %.3fx per query set\n", r.name,
-				(r.m.wall / n).Round(time.Millisecond), (prom.wall / n).Round(time.Millisecond), wall,
-				(r.m.cpu / n).Round(time.Millisecond), (prom.cpu / n).Round(time.Millisecond), cpu)
+		for _, name := range []string{"in-process", "grpc"} {
+			wall, cpu := median(ratios[name][0]), median(ratios[name][1])
+			b.ReportMetric(wall, name+"-wall-ratio")
+			b.ReportMetric(cpu, name+"-cpu-ratio")
+			fmt.Printf("paired head, %s ingester vs Prometheus, median of %d: wall %.3fx, cpu %.3fx (wall ratios %s)\n",
+				name, iter, wall, cpu, fmtRatios(ratios[name][0]))
 		}
 	})
 
@@ -240,6 +254,25 @@ func BenchmarkQueryRange(b *testing.B) {
 			}
 		}
 	}
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else if n > 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return 0
+}
+
+func fmtRatios(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = strconv.FormatFloat(x, 'f', 2, 64)
+	}
+	return strings.Join(parts, " ")
 }
 
 // processCPU is the user+system CPU time this process has used so far.
