@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -58,9 +60,10 @@ type Tracer struct {
 	progs  []*ebpf.Program
 	links  []link.Link
 	hooks  []HookStatus
-	l7     *ringbuf.Reader
-	tcp    *ringbuf.Reader
+	l7     *ring
+	tcp    *ring
 
+	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
@@ -126,11 +129,11 @@ func Load(cfg Config) (*Tracer, error) {
 		t.Close()
 		return nil, errors.New("no eBPF hook could be attached")
 	}
-	if t.l7, err = ringbuf.NewReader(maps.Maps["l7_events"]); err != nil {
+	if t.l7, err = newRing(maps.Maps["l7_events"]); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("opening l7 ring buffer: %w", err)
 	}
-	if t.tcp, err = ringbuf.NewReader(maps.Maps["tcp_events"]); err != nil {
+	if t.tcp, err = newRing(maps.Maps["tcp_events"]); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("opening tcp ring buffer: %w", err)
 	}
@@ -199,7 +202,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	go func() {
 		defer wg.Done()
 		var ev L7Event
-		errs <- readLoop(t.l7, pollInterval, func(b []byte) {
+		errs <- t.readLoop(t.l7, pollInterval, func(b []byte) {
 			if err := ev.decode(b); err == nil {
 				h.HandleL7(&ev)
 			}
@@ -208,7 +211,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	go func() {
 		defer wg.Done()
 		var ev TCPEvent
-		errs <- readLoop(t.tcp, pollInterval, func(b []byte) {
+		errs <- t.readLoop(t.tcp, pollInterval, func(b []byte) {
 			if err := ev.decode(b); err == nil {
 				h.HandleTCP(&ev)
 			}
@@ -228,48 +231,134 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 // (BPF_RB_NO_WAKEUP: L7 events and TCP connection events) wait in a ring
 // buffer once traffic stops. The kernel forces a wakeup for the first such
 // event WAKEUP_NS (100ms) after the previous one, so this must not be
-// shorter; the margin covers epoll's millisecond rounding.
+// shorter; the margin absorbs timer slack.
 const pollInterval = 105 * time.Millisecond
 
-// readLoop reads r until it is closed. With poll == 0 it relies on the
-// producer's wakeups alone. Otherwise it waits at most poll while events
-// flow, and without a deadline once a whole interval passed without any: at
-// that point the ring is empty and the next event is at least
-// WAKEUP_NS after the last forced wakeup (there was none during the
-// interval), so the kernel wakes the reader for it (records submitted with
-// flags 0 wake a waiting reader anyway). An idle node thus costs
-// no periodic wakeups.
-func readLoop(r *ringbuf.Reader, poll time.Duration, fn func([]byte)) error {
-	var rec ringbuf.Record
-	idle := poll == 0
-	got := false
-	if !idle {
-		r.SetDeadline(time.Now().Add(poll))
+// ring is a ring buffer reader that waits in Go's netpoller. The ringbuf
+// package waits in a blocking epoll_wait: a thread parked in a syscall
+// keeps the runtime's sysmon polling and has its P retaken after 10ms,
+// which at one wait per batch cost the agent more CPU than an idle node
+// should. Here ReadInto only drains (its deadline is in the past, so its
+// own epoll_wait never blocks) and the goroutine parks on a duplicate of
+// the map fd registered with the netpoller.
+type ring struct {
+	r *ringbuf.Reader
+	f *os.File
+}
+
+func newRing(m *ebpf.Map) (*ring, error) {
+	r, err := ringbuf.NewReader(m)
+	if err != nil {
+		return nil, err
 	}
+	fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("duplicating ring buffer fd: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		r.Close()
+		return nil, fmt.Errorf("making ring buffer fd non-blocking: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "ringbuf")
+	// Deadlines are only supported on fds the netpoller accepted.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		f.Close()
+		r.Close()
+		return nil, fmt.Errorf("ring buffer fd cannot be polled: %w", err)
+	}
+	r.SetDeadline(time.Unix(1, 0))
+	return &ring{r: r, f: f}, nil
+}
+
+// drain passes every record in the ring to fn and reports whether there
+// was any.
+func (rg *ring) drain(rec *ringbuf.Record, fn func([]byte)) (bool, error) {
+	got := false
 	for {
-		if err := r.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				// ReadInto reports the deadline only once the ring is drained.
-				if got {
-					r.SetDeadline(time.Now().Add(poll))
-				} else {
-					r.SetDeadline(time.Time{})
-					idle = true
-				}
-				got = false
-				continue
-			}
-			if errors.Is(err, ringbuf.ErrClosed) {
+		err := rg.r.ReadInto(rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return got, nil
+		}
+		if err != nil {
+			return got, err
+		}
+		got = true
+		fn(rec.RawSample)
+	}
+}
+
+// wait parks until the ring's fd reports data (or had reported it since
+// the last wait: the netpoller is edge-triggered and latches readiness) or
+// the deadline set on rg.f passes.
+func (rg *ring) wait(rc syscall.RawConn) error {
+	first := true
+	return rc.Read(func(uintptr) bool {
+		if first {
+			first = false
+			return false // not ready yet: wait for readiness
+		}
+		return true
+	})
+}
+
+func (rg *ring) close() {
+	rg.f.Close()
+	rg.r.Close()
+}
+
+// readLoop reads rg until the tracer is closed. While events flow it waits
+// at most poll between drains; after a whole interval without any it waits
+// without a deadline: at that point the ring is empty and the next event is
+// at least WAKEUP_NS after the last forced wakeup (there was none during the
+// interval), so the kernel wakes the reader for it (records submitted with
+// flags 0 wake a waiting reader anyway). An idle node thus costs no
+// periodic wakeups.
+func (t *Tracer) readLoop(rg *ring, poll time.Duration, fn func([]byte)) error {
+	rc, err := rg.f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("ring buffer fd: %w", err)
+	}
+	var rec ringbuf.Record
+	deadline := time.Now().Add(poll)
+	idle, got, timedOut := false, false, false
+	for {
+		drained, err := rg.drain(&rec, fn)
+		if err != nil {
+			if t.closed.Load() || errors.Is(err, ringbuf.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("reading ring buffer: %w", err)
 		}
-		if idle && poll > 0 {
-			r.SetDeadline(time.Now().Add(poll))
-			idle = false
+		if drained {
+			got = true
+			if idle {
+				idle = false
+				deadline = time.Now().Add(poll)
+			}
 		}
-		got = true
-		fn(rec.RawSample)
+		if timedOut {
+			// The interval that just ended decides: events in it mean more
+			// may follow without a wakeup.
+			if got {
+				deadline = time.Now().Add(poll)
+			} else {
+				deadline, idle = time.Time{}, true
+			}
+			got = false
+		}
+		if err := rg.f.SetReadDeadline(deadline); err != nil && !t.closed.Load() {
+			return fmt.Errorf("setting ring buffer deadline: %w", err)
+		}
+		err = rg.wait(rc)
+		if t.closed.Load() {
+			return nil
+		}
+		timedOut = errors.Is(err, os.ErrDeadlineExceeded)
+		if err != nil && !timedOut {
+			return fmt.Errorf("waiting for ring buffer: %w", err)
+		}
 	}
 }
 
@@ -320,11 +409,12 @@ func (t *Tracer) Close() error {
 		for _, p := range t.progs {
 			p.Close()
 		}
+		t.closed.Store(true)
 		if t.l7 != nil {
-			t.l7.Close()
+			t.l7.close()
 		}
 		if t.tcp != nil {
-			t.tcp.Close()
+			t.tcp.close()
 		}
 		t.maps.Close()
 	})
