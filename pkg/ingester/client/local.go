@@ -126,47 +126,66 @@ func (c *ingesterClient) Series(ctx context.Context, in *storepb.SeriesRequest, 
 }
 
 // LocalSeriesConsumer is a receive target (the m of RecvMsg) that can take a
-// SeriesResponse as an object instead of as bytes. The response and everything it
-// points to are only valid during the call: the server reuses its buffers for the next
-// message, so the consumer copies what it keeps (chunk bytes included).
+// SeriesResponse as an object instead of as bytes, and any number of them in one RecvMsg
+// call. A response and everything it points to are only valid during the call: the
+// server reuses its buffers for the next message, so the consumer copies what it keeps
+// (chunk bytes included).
 type LocalSeriesConsumer interface {
 	ConsumeSeriesResponse(*storepb.SeriesResponse) error
 }
 
-// localSeriesStream runs a StoreServer's Series in a goroutine of this process and hands
-// each message to the receiver directly: no marshalling, no HTTP/2 framing, no copy of
-// the message into a receive buffer. Send blocks until the receiver has consumed the
-// message, because the server reuses the message's memory afterwards.
+// localSeriesStream serves a Series call from a StoreServer of this process: no
+// marshalling, no HTTP/2 framing, no copy of each message into a receive buffer.
 //
-// Receivers that are not LocalSeriesConsumers (e.g. a plain *storepb.SeriesResponse)
-// get a marshalled copy, exactly as over gRPC.
+// A LocalSeriesConsumer receives the whole answer in its first RecvMsg: the server runs
+// in the caller's goroutine and every Send is a call into the consumer, so there is not
+// even a goroutine handoff per message (under CPU contention each handoff waits for the
+// scheduler). Other receivers (e.g. a plain *storepb.SeriesResponse) get one marshalled
+// copy per RecvMsg, as over gRPC, from the server running in its own goroutine; Send
+// then blocks until the message is consumed, because the server reuses its memory.
 type localSeriesStream struct {
 	ctx    context.Context
 	cancel context.CancelFunc
-	msgs   chan *storepb.SeriesResponse
-	acks   chan struct{}
-	done   chan struct{} // closed when Series returned; err is its result
-	err    error
+	srv    storepb.StoreServer
+	req    *storepb.SeriesRequest
+	ended  bool // the answer was delivered to a consumer in full (or failed)
+
+	consume func(*storepb.SeriesResponse) error // set while delivering to a consumer
+
+	// One message at a time to other receivers; msgs is nil until the goroutine runs.
+	msgs chan *storepb.SeriesResponse
+	acks chan struct{}
+	done chan struct{} // closed when Series returned; err is its result
+	err  error
 }
 
 func newLocalSeriesStream(ctx context.Context, srv storepb.StoreServer, req *storepb.SeriesRequest) *localSeriesStream {
 	ctx, cancel := context.WithCancel(ctx)
-	s := &localSeriesStream{
-		ctx:    ctx,
-		cancel: cancel,
-		msgs:   make(chan *storepb.SeriesResponse),
-		acks:   make(chan struct{}),
-		done:   make(chan struct{}),
-	}
-	go func() {
-		defer close(s.done)
-		s.err = srv.Series(req, localSeriesServer{s})
-	}()
-	return s
+	return &localSeriesStream{ctx: ctx, cancel: cancel, srv: srv, req: req}
 }
 
 // RecvMsg implements grpc.ClientStream. It returns io.EOF after the last message.
 func (s *localSeriesStream) RecvMsg(m any) error {
+	if s.ended {
+		return io.EOF
+	}
+	if c, ok := m.(LocalSeriesConsumer); ok && s.msgs == nil {
+		s.ended = true
+		s.consume = c.ConsumeSeriesResponse
+		err := s.srv.Series(s.req, localSeriesServer{s})
+		s.cancel()
+		if err != nil {
+			return err
+		}
+		return io.EOF
+	}
+	if s.msgs == nil {
+		s.msgs, s.acks, s.done = make(chan *storepb.SeriesResponse), make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(s.done)
+			s.err = s.srv.Series(s.req, localSeriesServer{s})
+		}()
+	}
 	select {
 	case resp := <-s.msgs:
 		err := deliverSeriesResponse(resp, m)
@@ -225,6 +244,12 @@ type localSeriesServer struct{ s *localSeriesStream }
 
 // Send hands resp to the receiver and returns once it has been consumed.
 func (l localSeriesServer) Send(resp *storepb.SeriesResponse) error {
+	if err := l.s.ctx.Err(); err != nil {
+		return status.FromContextError(err).Err()
+	}
+	if l.s.consume != nil {
+		return l.s.consume(resp)
+	}
 	select {
 	case l.s.msgs <- resp:
 	case <-l.s.ctx.Done():

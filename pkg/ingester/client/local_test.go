@@ -219,7 +219,7 @@ func TestInProcessSeries(t *testing.T) {
 		}
 	})
 
-	t.Run("receiver stops", func(t *testing.T) {
+	t.Run("consumer stops", func(t *testing.T) {
 		store.sendErr = make(chan error, 1)
 		defer func() { store.sendErr = nil }()
 		stream, err := c.Series(ctx, &storepb.SeriesRequest{})
@@ -230,6 +230,27 @@ func TestInProcessSeries(t *testing.T) {
 		if err := stream.RecvMsg(&copyingConsumer{stop: stop}); !errors.Is(err, stop) {
 			t.Fatalf("err = %v, want the consumer's", err)
 		}
+		// The store saw the consumer's error from Send and stopped.
+		if err := <-store.sendErr; !errors.Is(err, stop) {
+			t.Fatalf("store's Send returned %v, want the consumer's error", err)
+		}
+		if err := stream.RecvMsg(&copyingConsumer{}); !errors.Is(err, io.EOF) {
+			t.Fatalf("RecvMsg after the end = %v, want io.EOF", err)
+		}
+	})
+
+	t.Run("receiver cancels", func(t *testing.T) {
+		store.sendErr = make(chan error, 1)
+		defer func() { store.sendErr = nil }()
+		cctx, cancel := context.WithCancel(ctx)
+		stream, err := c.Series(cctx, &storepb.SeriesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
 		// The store's next Send must fail instead of blocking forever.
 		select {
 		case err := <-store.sendErr:
@@ -237,7 +258,7 @@ func TestInProcessSeries(t *testing.T) {
 				t.Fatalf("store's Send returned %v, want Canceled", err)
 			}
 		case <-time.After(30 * time.Second):
-			t.Fatal("store still blocked in Send after the receiver stopped")
+			t.Fatal("store still blocked in Send after the receiver cancelled")
 		}
 	})
 
