@@ -107,6 +107,9 @@ func (c *Config) applyDerivedDefaults() {
 	if c.StoreGateway.DataDir == "./data/store-gateway" {
 		c.StoreGateway.DataDir = filepath.Join(c.DataDir, "store-gateway")
 	}
+	if c.Compactor.DataDir == "./data/compactor" {
+		c.Compactor.DataDir = filepath.Join(c.DataDir, "compactor")
+	}
 	// Peers gossip to the advertised port; unless it was set, it is the one we bind.
 	if c.MemberlistKV.AdvertisePort == 7946 && c.MemberlistKV.TCPTransport.BindPort != 7946 {
 		c.MemberlistKV.AdvertisePort = c.MemberlistKV.TCPTransport.BindPort

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/vigil-obs/vigil/pkg/compactor"
 	"github.com/vigil-obs/vigil/pkg/distributor"
 	"github.com/vigil-obs/vigil/pkg/ingester"
 	ingclient "github.com/vigil-obs/vigil/pkg/ingester/client"
@@ -33,6 +34,7 @@ const (
 	MetricsDistributor = "metrics-distributor"
 	MetricsIngester    = "metrics-ingester"
 	MetricsQuerier     = "metrics-querier"
+	MetricsCompactor   = "metrics-compactor"
 
 	Server          = "server"
 	MemberlistKV    = "memberlist-kv"
@@ -62,6 +64,7 @@ func (v *vigil) registerModules() *modules.Manager {
 	mm.RegisterModule(TraceReceiver, v.initTraceReceiver, modules.UserInvisibleModule)
 	mm.RegisterModule(TraceQuerier, v.initTraceQuerier, modules.UserInvisibleModule)
 	mm.RegisterModule(TraceCompactor, v.initTraceCompactor, modules.UserInvisibleModule)
+	mm.RegisterModule(MetricsCompactor, v.initMetricsCompactor, modules.UserInvisibleModule)
 	mm.RegisterModule(StoreGateway, v.initStoreGateway)
 	mm.RegisterModule(listenerModules, v.initListeners, modules.UserInvisibleModule)
 	mm.RegisterModule(Ingester, nil)
@@ -82,12 +85,13 @@ func (v *vigil) registerModules() *modules.Manager {
 		MetricsQuerier:     {Server, IngesterRing},
 		TraceQuerier:       {Server, IngesterRing, Bucket},
 		TraceCompactor:     {Server, Bucket},
+		MetricsCompactor:   {Server, Bucket},
 		StoreGateway:       {Server, Bucket},
 		listenerModules:    {MetricsDistributor, TraceReceiver, TraceQuerier},
 		Ingester:           {MetricsIngester, TraceIngester},
 		Distributor:        {MetricsDistributor, TraceReceiver, listenerModules},
 		Querier:            {MetricsQuerier, TraceQuerier},
-		Compactor:          {TraceCompactor},
+		Compactor:          {MetricsCompactor, TraceCompactor},
 		All:                {Ingester, Distributor, Querier, StoreGateway, Compactor},
 	}
 	for mod, d := range deps {
@@ -186,6 +190,16 @@ func (v *vigil) initStoreGateway() (services.Service, error) {
 	g.RegisterGRPC(v.server.GRPC)
 	g.RegisterHTTP(v.server.HTTP)
 	return g, nil
+}
+
+// initMetricsCompactor runs the metrics block compactor (merging, replica dedup, retention,
+// deletion, bucket index); the trace compactor is its sibling in the compactor role.
+func (v *vigil) initMetricsCompactor() (services.Service, error) {
+	c, err := compactor.New(v.cfg.Compactor, v.bucket, v.logger, v.reg)
+	if err != nil {
+		return nil, fmt.Errorf("create metrics compactor: %w", err)
+	}
+	return c, nil
 }
 
 // initListeners starts the protocol-specific ports (OTLP gRPC/HTTP) in front of the

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/thanos-io/objstore"
 
+	"github.com/vigil-obs/vigil/pkg/compactor"
 	"github.com/vigil-obs/vigil/pkg/distributor"
 	"github.com/vigil-obs/vigil/pkg/ingester"
 	ingclient "github.com/vigil-obs/vigil/pkg/ingester/client"
@@ -55,6 +56,7 @@ type Config struct {
 	IngesterClient ingclient.Config    `yaml:"ingester_client"`
 	Querier        querier.Config      `yaml:"querier"`
 	StoreGateway   storegateway.Config `yaml:"store_gateway"`
+	Compactor      compactor.Config    `yaml:"compactor"`
 	Traces         TracesConfig        `yaml:"traces"`
 }
 
@@ -83,6 +85,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.IngesterClient.RegisterFlags(f)
 	c.Querier.RegisterFlags(f)
 	c.StoreGateway.RegisterFlags(f)
+	c.Compactor.RegisterFlags(f)
 	c.Traces.RegisterFlags(f)
 }
 

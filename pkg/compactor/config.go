@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/prometheus/common/model"
 )
 
 // Config configures the metrics compactor.
@@ -58,24 +60,24 @@ func (c *Config) Validate() error {
 // DurationList is a comma-separated list of durations as a flag, and a list in YAML.
 type DurationList []time.Duration
 
-// String renders the list the way Set parses it.
+// String renders the list the way Set parses it, in Prometheus' short form ("2h,12h,1d").
 func (d *DurationList) String() string {
 	parts := make([]string, 0, len(*d))
 	for _, v := range *d {
-		parts = append(parts, v.String())
+		parts = append(parts, model.Duration(v).String())
 	}
 	return strings.Join(parts, ",")
 }
 
-// Set parses "2h,12h,24h".
+// Set parses "2h,12h,24h" (Prometheus durations, so "1d" works too).
 func (d *DurationList) Set(s string) error {
 	var out DurationList
 	for _, p := range strings.Split(s, ",") {
-		v, err := time.ParseDuration(strings.TrimSpace(p))
+		v, err := model.ParseDuration(strings.TrimSpace(p))
 		if err != nil {
 			return fmt.Errorf("parse duration %q: %w", p, err)
 		}
-		out = append(out, v)
+		out = append(out, time.Duration(v))
 	}
 	*d = out
 	return nil

@@ -56,7 +56,7 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	var d DurationList
-	if err := d.Set("2h,12h,24h"); err != nil || d.String() != "2h0m0s,12h0m0s,24h0m0s" {
+	if err := d.Set("2h,12h,24h"); err != nil || d.String() != "2h,12h,1d" {
 		t.Errorf("DurationList round trip: %v %q", err, d.String())
 	}
 }
