@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grafana/dskit/services"
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -489,4 +490,28 @@ func (h *harness) blockDirs() []string {
 	}
 	slices.Sort(dirs)
 	return dirs
+}
+
+func TestCompactor_ServiceRunsRightAfterStart(t *testing.T) {
+	h := newHarness(t, nil, nil)
+	h.writeReplicas(0, 2)
+	h.now = time.UnixMilli(10 * hour)
+	if err := services.StartAndAwaitRunning(context.Background(), h.c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), h.c) })
+	// The interval is an hour: only the run at start can write the index.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := ReadBucketIndex(context.Background(), h.bkt, tenantA); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no bucket index written after start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v := testutil.ToFloat64(h.c.runs); v < 1 {
+		t.Errorf("runs metric %v", v)
+	}
 }
