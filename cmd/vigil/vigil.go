@@ -63,7 +63,7 @@ type Config struct {
 // RegisterFlags registers every flag with Vigil's defaults.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Target = []string{All}
-	f.Var(&c.Target, "target", "Comma-separated roles to run: all, distributor, ingester, querier, store-gateway.")
+	f.Var(&c.Target, "target", "Comma-separated roles to run: all, distributor, ingester, querier, store-gateway, compactor.")
 	f.StringVar(&c.DataDir, "data-dir", "./data", "Directory for local state: WALs, TSDB heads, the filesystem bucket, caches.")
 	f.BoolVar(&c.MultitenancyEnabled, "auth.multitenancy-enabled", false, "Require a tenant in X-Scope-OrgID (or THANOS-TENANT) on every request. When off, all data belongs to tenant 'anonymous'.")
 	f.BoolVar(&c.PrintConfig, "print.config", false, "Print the effective configuration as YAML and exit.")

@@ -6,6 +6,7 @@ package storegateway
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,6 +50,9 @@ type Config struct {
 	IndexCacheSize int64         `yaml:"index_cache_size"`
 	// DefaultTenant answers requests without a tenant (single-tenant mode); empty rejects them.
 	DefaultTenant string `yaml:"default_tenant"`
+	// IgnoreDeletionMarksDelay keeps serving a block this long after it was marked for
+	// deletion (see syncTenant).
+	IgnoreDeletionMarksDelay time.Duration `yaml:"ignore_deletion_marks_delay"`
 }
 
 // RegisterFlags registers the store-gateway flags. The lead sets DataDir's default to
@@ -59,6 +63,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.Int64Var(&c.ChunkCacheSize, "store-gateway.chunk-cache-size", 256<<20, "Maximum bytes of chunk data cached in memory (LRU). 0 disables the cache.")
 	f.Int64Var(&c.IndexCacheSize, "store-gateway.index-cache-size", 4<<30, "Maximum bytes of block index files kept on local disk. Least recently used ones are deleted and downloaded again when queried. 0 keeps all of them.")
 	f.StringVar(&c.DefaultTenant, "store-gateway.default-tenant", "", "Tenant assumed for StoreAPI requests that carry none. Empty rejects such requests.")
+	f.DurationVar(&c.IgnoreDeletionMarksDelay, "store-gateway.ignore-deletion-marks-delay", time.Hour, "How long a block marked for deletion (by the compactor, after it uploaded the block that replaces it) is still served. Keep it longer than the sync interval and shorter than -compactor.deletion-delay, so that queries never miss data while blocks are replaced.")
 }
 
 // Validate checks the configuration.
@@ -426,10 +431,10 @@ func (g *StoreGateway) syncTenant(ctx context.Context, tenant string, current ma
 		return nil, fmt.Errorf("list blocks of tenant %q: %w", tenant, err)
 	}
 	// Mimir-style global markers: <tenant>/markers/<ULID>-deletion-mark.json.
-	globalMarks := map[string]bool{}
+	globalMarks := map[string]string{}
 	err = g.bkt.Iter(ctx, tenant+"/markers/", func(name string) error {
 		if base := path.Base(name); strings.HasSuffix(base, "-"+metadata.DeletionMarkFilename) {
-			globalMarks[strings.TrimSuffix(base, "-"+metadata.DeletionMarkFilename)] = true
+			globalMarks[strings.TrimSuffix(base, "-"+metadata.DeletionMarkFilename)] = name
 		}
 		return nil
 	})
@@ -441,10 +446,15 @@ func (g *StoreGateway) syncTenant(ctx context.Context, tenant string, current ma
 	var errs []error
 	for _, id := range ids {
 		dir := path.Join(tenant, id.String())
-		if globalMarks[id.String()] {
-			continue
+		markPath, ok := globalMarks[id.String()]
+		if !ok {
+			markPath = path.Join(dir, metadata.DeletionMarkFilename)
 		}
-		marked, err := g.bkt.Exists(ctx, path.Join(dir, metadata.DeletionMarkFilename))
+		// A marked block is still served for a while: the compactor uploads the block
+		// that replaces it before marking it, but a sync that listed blocks before that
+		// upload and reads the mark after it would otherwise serve neither. The querier
+		// deduplicates the overlap while both are served.
+		markedAt, marked, err := g.deletionMark(ctx, markPath)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("check deletion mark of %s: %w", dir, err))
 			if b, ok := current[id]; ok {
@@ -452,7 +462,7 @@ func (g *StoreGateway) syncTenant(ctx context.Context, tenant string, current ma
 			}
 			continue
 		}
-		if marked {
+		if marked && time.Since(markedAt) >= g.cfg.IgnoreDeletionMarksDelay {
 			continue
 		}
 		if b, ok := current[id]; ok {
@@ -469,6 +479,25 @@ func (g *StoreGateway) syncTenant(ctx context.Context, tenant string, current ma
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// deletionMark reads a deletion mark: whether it exists and when it was set. A mark that
+// cannot be parsed counts as set long ago (the block is on its way out either way).
+func (g *StoreGateway) deletionMark(ctx context.Context, name string) (time.Time, bool, error) {
+	rc, err := g.bkt.Get(ctx, name)
+	if err != nil {
+		if g.bkt.IsObjNotFoundErr(err) {
+			return time.Time{}, false, nil
+		}
+		return time.Time{}, false, err
+	}
+	defer rc.Close()
+	var m metadata.DeletionMark
+	if err := json.NewDecoder(io.LimitReader(rc, 1<<20)).Decode(&m); err != nil {
+		g.logger.Warn("unreadable deletion mark; treating the block as deleted", "mark", name, "err", err)
+		return time.Time{}, true, nil
+	}
+	return time.Unix(m.DeletionTime, 0), true, nil
 }
 
 // loadBlock reads a block's meta.json and makes its index available locally. It returns

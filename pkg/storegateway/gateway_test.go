@@ -1,7 +1,9 @@
 package storegateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -408,6 +410,38 @@ func TestStoreGateway_DropsDeletedBlocksAndReadsLargeChunks(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(h.dataDir, "t")); !os.IsNotExist(err) {
 		t.Fatalf("local files of deleted block remain: %v", err)
+	}
+}
+
+// A block marked for deletion is served until its mark is older than
+// -store-gateway.ignore-deletion-marks-delay, so a sync racing with the compactor (which
+// uploads the replacement first, then marks) never serves neither. Both mark locations
+// (the block's own and Mimir's global markers/) count.
+func TestStoreGateway_ServesRecentlyMarkedBlocksForADelay(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.IgnoreDeletionMarksDelay = time.Hour })
+	req := &storepb.SeriesRequest{MinTime: 0, MaxTime: 1 << 40, Matchers: matchers(t, labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))}
+	mark := func(name string, id ulid.ULID, at time.Time) {
+		t.Helper()
+		body, err := json.Marshal(metadata.DeletionMark{ID: id, Version: 1, DeletionTime: at.Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.bkt.Upload(context.Background(), name, bytes.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recent := h.writeBlock("t", storegatewaytest.BlockOptions{}, floatSeries(labels.FromStrings("__name__", "recent"), 0, 10, 1))
+	old := h.writeBlock("t", storegatewaytest.BlockOptions{}, floatSeries(labels.FromStrings("__name__", "old"), 0, 10, 1))
+	oldGlobal := h.writeBlock("t", storegatewaytest.BlockOptions{}, floatSeries(labels.FromStrings("__name__", "old_global"), 0, 10, 1))
+	recentGlobal := h.writeBlock("t", storegatewaytest.BlockOptions{}, floatSeries(labels.FromStrings("__name__", "recent_global"), 0, 10, 1))
+	mark(path.Join("t", recent.String(), metadata.DeletionMarkFilename), recent, time.Now())
+	mark(path.Join("t", old.String(), metadata.DeletionMarkFilename), old, time.Now().Add(-2*time.Hour))
+	mark(path.Join("t", "markers", oldGlobal.String()+"-"+metadata.DeletionMarkFilename), oldGlobal, time.Now().Add(-2*time.Hour))
+	mark(path.Join("t", "markers", recentGlobal.String()+"-"+metadata.DeletionMarkFilename), recentGlobal, time.Now())
+	h.sync()
+	order, _ := h.series("t", req)
+	if want := `{__name__="recent"} {__name__="recent_global"}`; strings.Join(order, " ") != want {
+		t.Fatalf("served %v, want %s", order, want)
 	}
 }
 
