@@ -267,6 +267,7 @@ type phaseTotals struct {
 	bpfRunTime time.Duration
 	bpfRuns    uint64
 	p99us      []float64
+	p50us      []float64
 }
 
 func (p *phaseTotals) add(r loadResult, parentCPU time.Duration) {
@@ -275,6 +276,7 @@ func (p *phaseTotals) add(r loadResult, parentCPU time.Duration) {
 	p.appCPU += r.cpu
 	p.parentCPU += parentCPU
 	p.p99us = append(p.p99us, r.p99us)
+	p.p50us = append(p.p50us, r.p50us)
 }
 
 // perK converts CPU spent over n requests into percent of one core at
@@ -284,6 +286,25 @@ func perK(cpu time.Duration, n int) float64 {
 		return 0
 	}
 	return 100 * cpu.Seconds() / float64(n) * 1000
+}
+
+// medianRatio is the median over rounds of with/without, each round's pair
+// run back to back: robust to a round disturbed by other load.
+func medianRatio(with, without []float64) float64 {
+	r := make([]float64, 0, len(with))
+	for i := range with {
+		if without[i] > 0 {
+			r = append(r, with[i]/without[i])
+		}
+	}
+	if len(r) == 0 {
+		return 0
+	}
+	sort.Float64s(r)
+	if len(r)%2 == 1 {
+		return r[len(r)/2]
+	}
+	return (r[len(r)/2-1] + r[len(r)/2]) / 2
 }
 
 func mean(v []float64) float64 {
@@ -353,7 +374,12 @@ func benchPaced(b *testing.B, rate int, secs float64, rounds int) {
 	b.ReportMetric(float64(with.requests)/with.elapsed.Seconds(), "req/s")
 	b.ReportMetric(mean(without.p99us), "p99-us-without")
 	b.ReportMetric(mean(with.p99us), "p99-us-with")
-	b.ReportMetric(100*(mean(with.p99us)-mean(without.p99us))/mean(without.p99us), "p99-overhead-%")
+	b.ReportMetric(100*(medianRatio(with.p99us, without.p99us)-1), "p99-overhead-%")
+	b.ReportMetric(100*(medianRatio(with.p50us, without.p50us)-1), "p50-overhead-%")
+	for r := range with.p99us {
+		b.Logf("round %d: p50 %.0f -> %.0f µs, p99 %.0f -> %.0f µs (without -> with agent)",
+			r, without.p50us[r], with.p50us[r], without.p99us[r], with.p99us[r])
+	}
 	// The agent process, net of what the harness costs without it.
 	agent := perK(with.parentCPU, with.requests) - perK(without.parentCPU, without.requests)
 	// The application's CPU grows by the BPF programs run in its syscalls
