@@ -161,18 +161,35 @@ func BenchmarkQueryRange(b *testing.B) {
 		record("vigil-head", b)
 	})
 
-	// The same comparison with the engines taking turns within each iteration, so a
-	// change in machine load (other processes on a shared 2-core box) hits all alike.
-	// "in-process" is the ingester of a -target=all process (Series handed over by a
-	// direct call), "grpc" an ingester in another process. Wall time and process CPU time
-	// are reported; Vigil's CPU includes the ingester's side of the StoreAPI.
-	b.Run("paired-head", func(b *testing.B) {
-		_, sgAddr := startStoreGateway(b, newBucket(b), 0)
-		local := startBenchQuerier(b, cfg, []string{localIngester(b, db)}, []string{sgAddr})
-		remote := startBenchQuerier(b, cfg, []string{fakeIngester(b, db)}, []string{sgAddr})
+	// The same comparisons with all contenders taking turns within each iteration, so a
+	// change in machine load (noisy neighbours on a shared VM, other processes on the
+	// 2-core box) hits all alike; single sub-benchmarks above vary by ±20% between runs.
+	// "head-in-process" is the ingester of a -target=all process (Series handed over by
+	// a direct call), "head-grpc" an ingester in another process, "bucket-cold" a fresh
+	// store-gateway (index downloaded, no chunk cache; setup not timed), "bucket-warm" one
+	// that has answered the same queries before. Wall time and process CPU time are
+	// reported; Vigil's CPU includes the server side of the StoreAPI.
+	b.Run("paired", func(b *testing.B) {
+		_, emptySG := startStoreGateway(b, newBucket(b), 0)
+		local := startBenchQuerier(b, cfg, []string{localIngester(b, db)}, []string{emptySG})
+		remote := startBenchQuerier(b, cfg, []string{fakeIngester(b, db)}, []string{emptySG})
+		warmSG, warmAddr := startStoreGateway(b, bkt, 1<<30)
+		if err := warmSG.SyncNow(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		warm := startBenchQuerier(b, cfg, nil, []string{warmAddr})
 		engine := promql.NewEngine(EngineOpts(cfg, nil, nil))
 		run(b, local.Engine(), local) // dial and warm up
 		run(b, remote.Engine(), remote)
+		run(b, warm.Engine(), warm)
+		// coldQuerier returns a querier over a store-gateway that has only synced.
+		coldQuerier := func() *Querier {
+			sg, addr := startStoreGateway(b, bkt, 1<<30)
+			if err := sg.SyncNow(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			return startBenchQuerier(b, cfg, nil, []string{addr})
+		}
 		type measure struct{ wall, cpu time.Duration }
 		timed := func(engine promql.QueryEngine, q storage.Queryable) measure {
 			// Start from a collected heap, so one run's garbage is not collected (and
@@ -182,36 +199,45 @@ func BenchmarkQueryRange(b *testing.B) {
 			run(b, engine, q)
 			return measure{wall: time.Since(w0), cpu: processCPU(b) - c0}
 		}
-		contenders := []struct {
-			name   string
-			engine promql.QueryEngine
-			q      storage.Queryable
-		}{{"prometheus", engine, db}, {"in-process", local.Engine(), local}, {"grpc", remote.Engine(), remote}}
-		// Ratios to Prometheus per iteration; the order rotates so that none of the three
-		// always runs right after another's garbage or in the same phase of a noisy
-		// neighbour. The median is reported.
+		type contender struct {
+			name string
+			q    func() (promql.QueryEngine, storage.Queryable)
+		}
+		contenders := []contender{
+			{"prometheus", func() (promql.QueryEngine, storage.Queryable) { return engine, db }},
+			{"head-in-process", func() (promql.QueryEngine, storage.Queryable) { return local.Engine(), local }},
+			{"head-grpc", func() (promql.QueryEngine, storage.Queryable) { return remote.Engine(), remote }},
+			{"bucket-cold", func() (promql.QueryEngine, storage.Queryable) { q := coldQuerier(); return q.Engine(), q }},
+			{"bucket-warm", func() (promql.QueryEngine, storage.Queryable) { return warm.Engine(), warm }},
+		}
+		// Ratios to Prometheus per iteration; the order rotates so that no contender always
+		// runs right after another's garbage or in the same phase of a noisy neighbour.
+		// The median is reported.
 		ratios := map[string][2][]float64{}
 		var iter int
 		for b.Loop() {
 			got := map[string]measure{}
 			for k := range contenders {
 				c := contenders[(k+iter)%len(contenders)]
-				got[c.name] = timed(c.engine, c.q)
+				b.StopTimer()
+				engine, q := c.q()
+				b.StartTimer()
+				got[c.name] = timed(engine, q)
 			}
 			iter++
-			for _, name := range []string{"in-process", "grpc"} {
-				r := ratios[name]
-				r[0] = append(r[0], float64(got[name].wall)/float64(got["prometheus"].wall))
-				r[1] = append(r[1], float64(got[name].cpu)/float64(got["prometheus"].cpu))
-				ratios[name] = r
+			for _, c := range contenders[1:] {
+				r := ratios[c.name]
+				r[0] = append(r[0], float64(got[c.name].wall)/float64(got["prometheus"].wall))
+				r[1] = append(r[1], float64(got[c.name].cpu)/float64(got["prometheus"].cpu))
+				ratios[c.name] = r
 			}
 		}
-		for _, name := range []string{"in-process", "grpc"} {
-			wall, cpu := median(ratios[name][0]), median(ratios[name][1])
-			b.ReportMetric(wall, name+"-wall-ratio")
-			b.ReportMetric(cpu, name+"-cpu-ratio")
-			fmt.Printf("paired head, %s ingester vs Prometheus, median of %d: wall %.3fx, cpu %.3fx (wall ratios %s)\n",
-				name, iter, wall, cpu, fmtRatios(ratios[name][0]))
+		for _, c := range contenders[1:] {
+			wall, cpu := median(ratios[c.name][0]), median(ratios[c.name][1])
+			b.ReportMetric(wall, c.name+"-wall-ratio")
+			b.ReportMetric(cpu, c.name+"-cpu-ratio")
+			fmt.Printf("paired %s vs Prometheus head, median of %d: wall %.3fx, cpu %.3fx (wall ratios %s)\n",
+				c.name, iter, wall, cpu, fmtRatios(ratios[c.name][0]))
 		}
 	})
 
