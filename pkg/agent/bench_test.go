@@ -35,7 +35,16 @@ func loadHelper() error {
 	if err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}
-	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	// VIGIL_BENCH_HANDLER_WAIT makes each request wait like a service that calls a
+	// database or another service; by default the handler answers at once, the worst
+	// case for relative latency overhead.
+	wait, _ := time.ParseDuration(os.Getenv("VIGIL_BENCH_HANDLER_WAIT"))
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wait > 0 {
+			time.Sleep(wait)
+		}
+		io.WriteString(w, "ok")
+	}))
 	const workers = 8
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, DisableCompression: true}}
 	url := "http://" + l.Addr().String() + "/items/"
@@ -216,7 +225,8 @@ func gatherValue(g prometheus.Gatherer, name string, labels map[string]string) f
 //
 //	sudo go test -run '^$' -bench AgentOverhead ./pkg/agent/
 //
-// Knobs: VIGIL_BENCH_RATES (default "1000,5000" req/s), VIGIL_BENCH_SECONDS
+// Knobs: VIGIL_BENCH_RATES (default "1000,5000" req/s), VIGIL_BENCH_HANDLER_WAIT
+// (a Go duration each request waits in the handler; default none), VIGIL_BENCH_SECONDS
 // (5 per phase), VIGIL_BENCH_ROUNDS (2 alternations of without/with, which
 // evens out drift in the load of a shared machine), VIGIL_BENCH_CPUPROFILE
 // (file prefix: CPU profile of this process during the paced runs with
