@@ -37,6 +37,8 @@ type Config struct {
 	ListenAddress string                   `yaml:"listen_address"`
 	HostName      string                   `yaml:"host_name"`
 	ProcRoot      string                   `yaml:"proc_root"`
+	// IOHooks is ebpf.Config.IOHooks.
+	IOHooks string `yaml:"io_hooks"`
 	// SelfPID is the process excluded from tracing (default: this process).
 	// Tests set it to trace their own traffic.
 	SelfPID int `yaml:"-"`
@@ -49,6 +51,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.ListenAddress, "http.listen-address", ":9435", "Address of the agent's own /metrics endpoint. Empty disables it.")
 	f.StringVar(&c.HostName, "host-name", "", "host_name label value (default: the kernel hostname).")
 	f.StringVar(&c.ProcRoot, "proc-root", "/proc", "procfs mount used to name processes (e.g. /host/proc in a container).")
+	f.StringVar(&c.IOHooks, "ebpf.io-hooks", ebpf.IOHooksAuto, "How socket reads and writes are seen: 'auto' uses the sock_recv_length/sock_send_length tracepoints (kernel 6.3+, socket I/O only) and falls back to the read/write syscall tracepoints; 'syscalls' always uses the latter.")
 }
 
 // Agent consumes tracer events. Create it with New, then Start.
@@ -231,7 +234,7 @@ func (a *Agent) Tracer() *ebpf.Tracer { return a.tracer }
 
 // Start loads the eBPF programs and starts reading events and exporting.
 func (a *Agent) Start(ctx context.Context) error {
-	tr, err := ebpf.Load(ebpf.Config{Logger: a.logger, Registerer: a.self, SelfPID: a.cfg.SelfPID})
+	tr, err := ebpf.Load(ebpf.Config{Logger: a.logger, Registerer: a.self, SelfPID: a.cfg.SelfPID, IOHooks: a.cfg.IOHooks})
 	if err != nil {
 		return fmt.Errorf("loading eBPF tracer: %w", err)
 	}

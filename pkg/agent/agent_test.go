@@ -233,6 +233,15 @@ func requireRoot(t *testing.T) {
 	}
 }
 
+// forEachIOHookMode runs test once with each way the tracer can see socket
+// I/O: the sock_{recv,send}_length tracepoints this kernel has, and the
+// read/write syscall tracepoints that kernels before 6.3 use.
+func forEachIOHookMode(t *testing.T, test func(*testing.T, Config)) {
+	for _, mode := range []string{ebpf.IOHooksAuto, ebpf.IOHooksSyscalls} {
+		t.Run("io-hooks="+mode, func(t *testing.T) { test(t, Config{IOHooks: mode}) })
+	}
+}
+
 func startAgent(t *testing.T, cfg Config) *Agent {
 	t.Helper()
 	requireRoot(t)
@@ -317,7 +326,11 @@ func dump(t *testing.T, g prometheus.Gatherer, name string) string {
 }
 
 func TestHTTPGoServerAndClientExactCounts(t *testing.T) {
-	a := startAgent(t, Config{})
+	forEachIOHookMode(t, testHTTPGoServerAndClientExactCounts)
+}
+
+func testHTTPGoServerAndClientExactCounts(t *testing.T, cfg Config) {
+	a := startAgent(t, cfg)
 	const n = 25
 	h := startHelper(t, "http", "HELPER_N="+strconv.Itoa(n), "OTEL_SERVICE_NAME=demo-http")
 	addr := h.value("addr")
@@ -427,7 +440,8 @@ func TestSelfTelemetryEndpoint(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	text := string(body)
 	for _, want := range []string{
-		`vigil_agent_hook_attached{hook="syscalls/sys_enter_read"} 1`,
+		`vigil_agent_hook_attached{hook="sock/sock_recv_length"} 1`,
+		`vigil_agent_hook_attached{hook="syscalls/sys_exit_accept4"} 1`,
 		`vigil_agent_hook_attached{hook="sock/inet_sock_set_state"} 1`,
 		`vigil_agent_kernel_events_dropped_total{reason="l7_ringbuf_full"}`,
 		`vigil_agent_bpf_map_entries{map="known_socks"}`,

@@ -67,7 +67,11 @@ func requireBinary(t *testing.T, name string) string {
 }
 
 func TestPythonHTTPServerRecvfromSendto(t *testing.T) {
-	a := startAgent(t, Config{})
+	forEachIOHookMode(t, testPythonHTTPServerRecvfromSendto)
+}
+
+func testPythonHTTPServerRecvfromSendto(t *testing.T, cfg Config) {
+	a := startAgent(t, cfg)
 	py := requireBinary(t, "python3")
 	dir := t.TempDir()
 	cmd := exec.Command(py, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0")
@@ -104,11 +108,13 @@ func TestPythonHTTPServerRecvfromSendto(t *testing.T) {
 	waitCount(t, a.Exported(), "tcp_connections_total", map[string]string{lService: "demo-py", "direction": "inbound", "result": "ok"}, n)
 }
 
-func TestRedisClientOperations(t *testing.T) {
+func TestRedisClientOperations(t *testing.T) { forEachIOHookMode(t, testRedisClientOperations) }
+
+func testRedisClientOperations(t *testing.T, cfg Config) {
 	requireRoot(t)
 	server := requireBinary(t, "redis-server")
 	cli := requireBinary(t, "redis-cli")
-	a := startAgent(t, Config{})
+	a := startAgent(t, cfg)
 	port := strconv.Itoa(freePort(t))
 	srv := exec.Command(server, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
 	if err := srv.Start(); err != nil {
@@ -145,7 +151,9 @@ func TestRedisClientOperations(t *testing.T) {
 	}
 }
 
-func TestPostgresClientOperations(t *testing.T) {
+func TestPostgresClientOperations(t *testing.T) { forEachIOHookMode(t, testPostgresClientOperations) }
+
+func testPostgresClientOperations(t *testing.T, cfg Config) {
 	requireRoot(t)
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
 	if len(bins) == 0 {
@@ -159,7 +167,7 @@ func TestPostgresClientOperations(t *testing.T) {
 	}
 	uid, _ := strconv.Atoi(pgUser.Uid)
 	gid, _ := strconv.Atoi(pgUser.Gid)
-	a := startAgent(t, Config{})
+	a := startAgent(t, cfg)
 
 	// PostgreSQL refuses to run as root: the data directory belongs to the
 	// postgres user, outside t.TempDir (whose parents are private to root).
@@ -367,8 +375,10 @@ func dnsServer(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
-func TestDNSLookups(t *testing.T) {
-	a := startAgent(t, Config{})
+func TestDNSLookups(t *testing.T) { forEachIOHookMode(t, testDNSLookups) }
+
+func testDNSLookups(t *testing.T, cfg Config) {
+	a := startAgent(t, cfg)
 	server := dnsServer(t)
 	const n = 4
 	startHelper(t, "dns", "HELPER_N="+strconv.Itoa(n), "HELPER_DNS="+server, "OTEL_SERVICE_NAME=demo-dns")
@@ -605,7 +615,9 @@ func waitAtLeast(t *testing.T, a *Agent, name string, labels map[string]string, 
 	}
 }
 
-func TestMySQLClientOperations(t *testing.T) {
+func TestMySQLClientOperations(t *testing.T) { forEachIOHookMode(t, testMySQLClientOperations) }
+
+func testMySQLClientOperations(t *testing.T, cfg Config) {
 	requireRoot(t)
 	installDB := requireBinary(t, "mariadb-install-db")
 	client := requireBinary(t, "mariadb")
@@ -613,7 +625,7 @@ func TestMySQLClientOperations(t *testing.T) {
 	if _, err := os.Stat(server); err != nil {
 		t.Fatalf("mariadbd not installed (run `make ebpf-deps`): %v", err)
 	}
-	a := startAgent(t, Config{})
+	a := startAgent(t, cfg)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	if out, err := exec.Command(installDB, "--no-defaults", "--datadir="+data, "--user=root",

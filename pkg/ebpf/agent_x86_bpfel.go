@@ -126,6 +126,8 @@ const (
 	agentProgExitWritev       = "exit_writev"
 	agentProgInetSockSetState = "inet_sock_set_state"
 	agentProgSchedProcessExec = "sched_process_exec"
+	agentProgSockRecvLength   = "sock_recv_length"
+	agentProgSockSendLength   = "sock_send_length"
 	agentProgTcpProbe         = "tcp_probe"
 	agentProgTcpReceiveReset  = "tcp_receive_reset"
 	agentProgTcpRetransmitSkb = "tcp_retransmit_skb"
@@ -202,6 +204,8 @@ type agentProgramSpecs struct {
 	ExitWritev       *ebpf.ProgramSpec `ebpf:"exit_writev"`
 	InetSockSetState *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
 	SchedProcessExec *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
+	SockRecvLength   *ebpf.ProgramSpec `ebpf:"sock_recv_length"`
+	SockSendLength   *ebpf.ProgramSpec `ebpf:"sock_send_length"`
 	TcpProbe         *ebpf.ProgramSpec `ebpf:"tcp_probe"`
 	TcpReceiveReset  *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
 	TcpRetransmitSkb *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb"`
@@ -314,6 +318,8 @@ type agentPrograms struct {
 	ExitWritev       *ebpf.Program `ebpf:"exit_writev"`
 	InetSockSetState *ebpf.Program `ebpf:"inet_sock_set_state"`
 	SchedProcessExec *ebpf.Program `ebpf:"sched_process_exec"`
+	SockRecvLength   *ebpf.Program `ebpf:"sock_recv_length"`
+	SockSendLength   *ebpf.Program `ebpf:"sock_send_length"`
 	TcpProbe         *ebpf.Program `ebpf:"tcp_probe"`
 	TcpReceiveReset  *ebpf.Program `ebpf:"tcp_receive_reset"`
 	TcpRetransmitSkb *ebpf.Program `ebpf:"tcp_retransmit_skb"`
@@ -345,6 +351,8 @@ func (p *agentPrograms) Close() error {
 		p.ExitWritev,
 		p.InetSockSetState,
 		p.SchedProcessExec,
+		p.SockRecvLength,
+		p.SockSendLength,
 		p.TcpProbe,
 		p.TcpReceiveReset,
 		p.TcpRetransmitSkb,

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -41,11 +42,22 @@ type Config struct {
 	// TracefsPath is where tracefs is mounted if it is not already (the
 	// tracepoint IDs are read from it).
 	TracefsPath string
+	// IOHooks selects how socket reads and writes are seen: IOHooksAuto
+	// (the default) uses the sock_{recv,send}_length tracepoints where the
+	// kernel has them and the read/write syscalls' entry and exit
+	// tracepoints elsewhere; IOHooksSyscalls always uses the latter.
+	IOHooks string
 
 	// hookOverride redirects programs to other tracepoints; tests use it to
 	// make a hook fail the way a missing tracepoint does on other kernels.
 	hookOverride map[string]string
 }
+
+// Values of Config.IOHooks.
+const (
+	IOHooksAuto     = "auto"
+	IOHooksSyscalls = "syscalls"
+)
 
 // HookStatus is the attach outcome of one program.
 type HookStatus struct {
@@ -82,6 +94,11 @@ func Load(cfg Config) (*Tracer, error) {
 	if cfg.TracefsPath == "" {
 		cfg.TracefsPath = "/sys/kernel/tracing"
 	}
+	switch cfg.IOHooks {
+	case "", IOHooksAuto, IOHooksSyscalls:
+	default:
+		return nil, fmt.Errorf("unknown I/O hook mode %q (want %q or %q)", cfg.IOHooks, IOHooksAuto, IOHooksSyscalls)
+	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("removing memlock rlimit: %w", err)
 	}
@@ -111,9 +128,8 @@ func Load(cfg Config) (*Tracer, error) {
 	}
 	sort.Strings(names)
 	attached := 0
-	for _, name := range names {
-		ps := spec.Programs[name]
-		hook := strings.TrimPrefix(ps.SectionName, "tracepoint/")
+	attach := func(name string) error {
+		hook := strings.TrimPrefix(spec.Programs[name].SectionName, "tracepoint/")
 		if o, ok := cfg.hookOverride[name]; ok {
 			hook = o
 		}
@@ -121,9 +137,45 @@ func Load(cfg Config) (*Tracer, error) {
 		t.hooks = append(t.hooks, HookStatus{Hook: hook, Err: err})
 		if err != nil {
 			cfg.Logger.Warn("eBPF hook not attached; continuing without it", "hook", hook, "program", name, "err", err)
-			continue
+			return err
 		}
 		attached++
+		return nil
+	}
+	// Socket reads and writes are seen by sock_{recv,send}_length where the
+	// kernel has them (6.3+): they fire only for socket I/O, and the
+	// syscall's arguments are read from its saved registers. Elsewhere the
+	// entry and exit tracepoints of the read/write syscalls, which fire for
+	// every file and pipe too, see them. Never both: every event would count
+	// twice.
+	sockLength := cfg.IOHooks != IOHooksSyscalls
+	if sockLength {
+		firstLink, firstHook, attachedBefore := len(t.links), len(t.hooks), attached
+		for _, name := range sockLengthPrograms {
+			if attach(name) != nil {
+				sockLength = false
+			}
+		}
+		if !sockLength {
+			// Half a pair would see only one direction: detach what did attach.
+			for _, l := range t.links[firstLink:] {
+				_ = l.Close()
+			}
+			t.links = t.links[:firstLink]
+			for i := firstHook; i < len(t.hooks); i++ {
+				if t.hooks[i].Err == nil {
+					t.hooks[i].Err = errUnusedSockLength
+				}
+			}
+			attached = attachedBefore
+			cfg.Logger.Info("sock_{recv,send}_length tracepoints unavailable; using the read/write syscall tracepoints")
+		}
+	}
+	for _, name := range names {
+		if slices.Contains(sockLengthPrograms, name) || (sockLength && slices.Contains(syscallIOPrograms, name)) {
+			continue
+		}
+		_ = attach(name) // failures are logged and reported per hook
 	}
 	if attached == 0 {
 		t.Close()
@@ -146,6 +198,18 @@ func Load(cfg Config) (*Tracer, error) {
 	cfg.Logger.Info("eBPF tracer loaded", "hooks_attached", attached, "hooks_total", len(names))
 	return t, nil
 }
+
+// sockLengthPrograms see socket I/O on kernels that have them;
+// syscallIOPrograms are the fallback (see Load).
+var (
+	sockLengthPrograms = []string{"sock_recv_length", "sock_send_length"}
+	syscallIOPrograms  = []string{
+		"enter_read", "exit_read", "enter_write", "exit_write", "enter_readv", "exit_readv",
+		"enter_writev", "exit_writev", "enter_recvfrom", "exit_recvfrom", "enter_sendto", "exit_sendto",
+		"enter_recvmsg", "exit_recvmsg", "enter_sendmsg", "exit_sendmsg",
+	}
+	errUnusedSockLength = errors.New("not used: its counterpart did not attach, the read/write syscall tracepoints are used instead")
+)
 
 func (t *Tracer) loadAndAttach(spec *ebpf.CollectionSpec, name, hook string) error {
 	group, event, ok := strings.Cut(hook, "/")

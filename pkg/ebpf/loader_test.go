@@ -1,7 +1,9 @@
 package ebpf
 
 import (
+	"errors"
 	"os"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -29,6 +31,31 @@ func TestEventLayout(t *testing.T) {
 	}
 }
 
+// hookSet returns the attach outcome of every hook of tr, failing the test
+// for any hook that did not attach: every hook is a tracepoint, which this
+// kernel supports, so a failure is a bug (verifier rejection, wrong
+// tracepoint name, a helper the program type may not call, ...).
+func hookSet(t *testing.T, tr *Tracer) map[string]bool {
+	t.Helper()
+	set := map[string]bool{}
+	for _, h := range tr.Hooks() {
+		if h.Err != nil {
+			t.Errorf("hook %s did not attach: %v", h.Hook, h.Err)
+		}
+		set[h.Hook] = true
+	}
+	return set
+}
+
+func programCount(t *testing.T) int {
+	t.Helper()
+	spec, err := loadAgent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(spec.Programs)
+}
+
 func TestLoadAttachesEveryHook(t *testing.T) {
 	requireRoot(t)
 	reg := prometheus.NewPedanticRegistry()
@@ -37,15 +64,23 @@ func TestLoadAttachesEveryHook(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	defer tr.Close()
-	hooks := tr.Hooks()
-	if len(hooks) < 27 {
-		t.Fatalf("only %d hooks", len(hooks))
+	hooks := hookSet(t, tr)
+	// This kernel (6.3+) has sock_{recv,send}_length: they see socket I/O,
+	// and the read/write syscall tracepoints are not attached at all.
+	if want := programCount(t) - len(syscallIOPrograms); len(hooks) != want {
+		t.Errorf("%d hooks attached, want %d: %v", len(hooks), want, hooks)
 	}
-	for _, h := range hooks {
-		// Every hook is a tracepoint, which this kernel supports: any failure
-		// is a bug (verifier rejection, wrong tracepoint name, ...).
-		if h.Err != nil {
-			t.Errorf("hook %s did not attach: %v", h.Hook, h.Err)
+	for _, want := range []string{"sock/sock_recv_length", "sock/sock_send_length", "sock/inet_sock_set_state",
+		"tcp/tcp_probe", "syscalls/sys_exit_accept4", "syscalls/sys_enter_connect"} {
+		if !hooks[want] {
+			t.Errorf("hook %s not attached", want)
+		}
+	}
+	for h := range hooks {
+		for _, io := range []string{"read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg"} {
+			if h == "syscalls/sys_enter_"+io || h == "syscalls/sys_exit_"+io {
+				t.Errorf("syscall I/O hook %s attached next to sock_{recv,send}_length", h)
+			}
 		}
 	}
 	n, err := testutil.GatherAndCount(reg, "vigil_agent_hook_attached")
@@ -55,6 +90,60 @@ func TestLoadAttachesEveryHook(t *testing.T) {
 	drops, err := tr.Drops()
 	if err != nil || len(drops) != len(dropReasons) {
 		t.Fatalf("Drops = %v, %v", drops, err)
+	}
+}
+
+// The syscall I/O hooks are what kernels before 6.3 run; here they are
+// chosen by configuration, and every one of them must attach.
+func TestLoadAttachesSyscallIOHooks(t *testing.T) {
+	requireRoot(t)
+	tr, err := Load(Config{IOHooks: IOHooksSyscalls})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer tr.Close()
+	hooks := hookSet(t, tr)
+	if want := programCount(t) - len(sockLengthPrograms); len(hooks) != want {
+		t.Errorf("%d hooks attached, want %d: %v", len(hooks), want, hooks)
+	}
+	if hooks["sock/sock_recv_length"] || hooks["sock/sock_send_length"] {
+		t.Errorf("sock_{recv,send}_length attached next to the syscall I/O hooks")
+	}
+	for _, hook := range []string{"syscalls/sys_enter_read", "syscalls/sys_exit_read", "syscalls/sys_enter_sendmsg", "syscalls/sys_exit_recvfrom"} {
+		if !hooks[hook] {
+			t.Errorf("hook %s not attached", hook)
+		}
+	}
+}
+
+func TestLoadRejectsUnknownIOHookMode(t *testing.T) {
+	if _, err := Load(Config{IOHooks: "kprobes"}); err == nil || !strings.Contains(err.Error(), `"kprobes"`) {
+		t.Fatalf("Load with an unknown mode: %v", err)
+	}
+}
+
+// Without sock_send_length (kernels before 6.3) the loader falls back to the
+// syscall I/O hooks and does not keep half of the pair.
+func TestLoadFallsBackToSyscallIOHooks(t *testing.T) {
+	requireRoot(t)
+	tr, err := Load(Config{hookOverride: map[string]string{"sock_send_length": "sock/no_such_tracepoint"}})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	defer tr.Close()
+	status := map[string]error{}
+	for _, h := range tr.Hooks() {
+		status[h.Hook] = h.Err
+	}
+	for _, name := range syscallIOPrograms {
+		dir, io, _ := strings.Cut(name, "_")
+		hook := "syscalls/sys_" + dir + "_" + io
+		if err, ok := status[hook]; !ok || err != nil {
+			t.Errorf("fallback hook %s: present %v, err %v", hook, ok, err)
+		}
+	}
+	if !errors.Is(status["sock/sock_recv_length"], errUnusedSockLength) || status["sock/no_such_tracepoint"] == nil {
+		t.Errorf("sock_recv_length must be reported unused (%v) and the missing tracepoint failed (%v)", status["sock/sock_recv_length"], status["sock/no_such_tracepoint"])
 	}
 }
 

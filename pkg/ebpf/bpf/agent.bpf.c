@@ -10,6 +10,11 @@
 //    port 53) is copied to user space; everything else is dropped here.
 //  * Socket fds are remembered in `known_socks` (filled at connect/accept and
 //    on first sight of a socket fd), so steady-state I/O costs one map lookup.
+//  * Where the kernel has the sock_{recv,send}_length tracepoints (6.3+),
+//    socket I/O is seen there and the syscall's arguments are read from the
+//    task's saved user registers: no hook runs for file, pipe or eventfd
+//    I/O, and no syscall entry hook runs at all. Older kernels use entry and
+//    exit hooks of the read/write syscalls (see io_enter/io_exit).
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -56,6 +61,18 @@ enum tcp_ev_type {
 enum drop_idx { DROP_L7 = 0, DROP_TCP = 1, DROP_ARGS = 2, DROP_MAX = 4 };
 
 enum io_kind { IO_BUF = 0, IO_IOVEC = 1, IO_MSG = 2 };
+
+// x86_64 numbers of the syscalls whose socket I/O is captured.
+#define NR_read 0
+#define NR_write 1
+#define NR_readv 19
+#define NR_writev 20
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
 
 // The agent's own PID, set at load time so its exports are not traced back
 // into itself.
@@ -280,19 +297,14 @@ static __always_inline struct socket *fd_socket(u32 fd)
 	return (struct socket *)BPF_CORE_READ(f, private_data);
 }
 
-// track_fd records fd as a known socket if it is an interesting one and
-// returns the stored value (or NULL).
-static __always_inline struct sock_val *track_fd(u32 tgid, u32 fd)
+// remember_sock fills v from sk (the socket behind fd of process tgid) and
+// records it in known_socks if it is an interesting one; it returns the
+// stored value (or NULL).
+static __always_inline struct sock_val *remember_sock(u32 tgid, u32 fd, struct sock *sk, u16 type)
 {
-	struct socket *sock = fd_socket(fd);
-	if (!sock)
-		return NULL;
-	struct sock *sk = BPF_CORE_READ(sock, sk);
-	if (!sk)
-		return NULL;
 	struct sock_val v = {};
 	v.sk = (u64)sk;
-	v.type = BPF_CORE_READ(sock, type);
+	v.type = type;
 	sk_addrs(sk, &v.family, &v.sport, &v.dport, v.saddr, v.daddr);
 	if (v.family != AF_INET && v.family != AF_INET6)
 		return NULL;
@@ -307,6 +319,19 @@ static __always_inline struct sock_val *track_fd(u32 tgid, u32 fd)
 	return bpf_map_lookup_elem(&known_socks, &k);
 }
 
+// track_fd records fd as a known socket if it is an interesting one and
+// returns the stored value (or NULL).
+static __always_inline struct sock_val *track_fd(u32 tgid, u32 fd)
+{
+	struct socket *sock = fd_socket(fd);
+	if (!sock)
+		return NULL;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	return remember_sock(tgid, fd, sk, BPF_CORE_READ(sock, type));
+}
+
 static __always_inline struct sock_val *lookup_fd(u32 tgid, u32 fd)
 {
 	struct sock_key k = { .tgid = tgid, .fd = fd };
@@ -317,6 +342,154 @@ static __always_inline struct sock_val *lookup_fd(u32 tgid, u32 fd)
 }
 
 // ---- L7: read/write syscall family -------------------------------------
+
+// fill_l7 completes an event reserved with room for max payload bytes.
+static __always_inline void fill_l7(struct l7_event *e, u32 max, u64 id, u32 fd, u8 dir,
+				    long ret, struct sock_val *sv, u64 src, u64 avail)
+{
+	e->ts = bpf_ktime_get_ns();
+	e->tgid = id >> 32;
+	e->tid = (u32)id;
+	e->fd = fd;
+	e->ret = ret;
+	e->dir = dir;
+	e->sock_type = sv->type;
+	e->family = sv->family;
+	e->sport = sv->sport;
+	e->dport = sv->dport;
+	__builtin_memcpy(e->saddr, sv->saddr, 16);
+	__builtin_memcpy(e->daddr, sv->daddr, 16);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	u32 n = avail > max ? max : (u32)avail;
+	e->len = n;
+	if (bpf_probe_read_user(e->data, n, (void *)src))
+		e->len = 0;
+}
+
+// emit_io sends the first bytes of ret bytes that a read/write-family
+// syscall of kind moved through buf on the known socket sv.
+static __always_inline int emit_io(u64 id, u32 fd, u64 buf, u8 kind, u8 dir, long ret, struct sock_val *sv)
+{
+	u64 src = buf;
+	u64 avail = ret;
+	if (kind == IO_MSG) {
+		struct user_msghdr msg = {};
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)src))
+			return 0;
+		src = (u64)msg.msg_iov;
+		kind = IO_IOVEC;
+	}
+	if (kind == IO_IOVEC) {
+		// Only the first iovec is captured: protocol headers live there.
+		struct iovec iov = {};
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)src))
+			return 0;
+		src = (u64)iov.iov_base;
+		if (iov.iov_len < avail)
+			avail = iov.iov_len;
+	}
+
+	// Most messages (requests, small responses, DB commands) fit a short
+	// record: the ring holds more of them and the reader copies less.
+	struct l7_event *e;
+	if (avail <= SMALL_PAYLOAD) {
+		e = bpf_ringbuf_reserve(&l7_events, L7_HEADER_SIZE + SMALL_PAYLOAD, 0);
+		if (!e) {
+			count_drop(DROP_L7);
+			return 0;
+		}
+		fill_l7(e, SMALL_PAYLOAD, id, fd, dir, ret, sv, src, avail);
+	} else {
+		e = bpf_ringbuf_reserve(&l7_events, sizeof(*e), 0);
+		if (!e) {
+			count_drop(DROP_L7);
+			return 0;
+		}
+		fill_l7(e, MAX_PAYLOAD, id, fd, dir, ret, sv, src, avail);
+	}
+	bpf_ringbuf_submit(e, batch_flags(&l7_events, &l7_last_wakeup_ns, e->ts, L7_WAKEUP_BYTES, sizeof(*e)));
+	return 0;
+}
+
+// ---- socket I/O from the sock layer (kernels 6.3+) ----------------------
+
+// sock_io handles one sock_{recv,send}_length event: the socket layer
+// finished moving ret bytes for the syscall the current task is in. The
+// syscall and its arguments come from the task's saved user registers;
+// anything that is not one of the captured syscalls (sendfile, splice,
+// io_uring, sendmmsg, in-kernel senders) is skipped.
+static __always_inline int sock_io(void *skp, u16 family, u16 protocol, int ret, u8 dir)
+{
+	if (ret <= 0)
+		return 0;
+	// Filters on the tracepoint's own fields first: AF_UNIX and AF_NETLINK
+	// I/O, plentiful on any node, costs nothing more.
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if (protocol != IPPROTO_TCP_ && protocol != IPPROTO_UDP_)
+		return 0;
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (tgid == self_tgid)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	u8 kind, want;
+	switch (nr) {
+	case NR_read:
+	case NR_recvfrom:
+		kind = IO_BUF, want = DIR_INGRESS;
+		break;
+	case NR_write:
+	case NR_sendto:
+		kind = IO_BUF, want = DIR_EGRESS;
+		break;
+	case NR_readv:
+		kind = IO_IOVEC, want = DIR_INGRESS;
+		break;
+	case NR_writev:
+		kind = IO_IOVEC, want = DIR_EGRESS;
+		break;
+	case NR_recvmsg:
+		kind = IO_MSG, want = DIR_INGRESS;
+		break;
+	case NR_sendmsg:
+		kind = IO_MSG, want = DIR_EGRESS;
+		break;
+	default:
+		return 0;
+	}
+	// Data moving the other way than the syscall's (a send the kernel makes
+	// while the task reads) is not in the syscall's buffer.
+	if (want != dir)
+		return 0;
+	u32 fd = BPF_CORE_READ(regs, di);
+	u64 buf = BPF_CORE_READ(regs, si);
+	struct sock *sk = skp;
+	struct sock_key k = { .tgid = tgid, .fd = fd };
+	struct sock_val *sv = bpf_map_lookup_elem(&known_socks, &k);
+	// A different socket behind a remembered fd means the fd was closed
+	// and reused.
+	if (!sv || sv->sk != (u64)sk)
+		sv = remember_sock(tgid, fd, sk, BPF_CORE_READ(sk, sk_type));
+	if (!sv)
+		return 0;
+	return emit_io(id, fd, buf, kind, dir, ret, sv);
+}
+
+SEC("tracepoint/sock/sock_recv_length")
+int sock_recv_length(struct trace_event_raw_sock_msg_length *ctx)
+{
+	return sock_io(ctx->sk, ctx->family, ctx->protocol, ctx->ret, DIR_INGRESS);
+}
+
+SEC("tracepoint/sock/sock_send_length")
+int sock_send_length(struct trace_event_raw_sock_msg_length *ctx)
+{
+	return sock_io(ctx->sk, ctx->family, ctx->protocol, ctx->ret, DIR_EGRESS);
+}
+
+// ---- socket I/O from syscall entry and exit (kernels before 6.3) ---------
 
 static __always_inline int io_enter(u64 fd, u64 buf, u8 kind, u8 dir)
 {
@@ -341,29 +514,6 @@ static __always_inline int io_enter(u64 fd, u64 buf, u8 kind, u8 dir)
 	return 0;
 }
 
-// fill_l7 completes an event reserved with room for max payload bytes.
-static __always_inline void fill_l7(struct l7_event *e, u32 max, u64 id, struct io_args *args,
-				    long ret, struct sock_val *sv, u64 src, u64 avail)
-{
-	e->ts = bpf_ktime_get_ns();
-	e->tgid = id >> 32;
-	e->tid = (u32)id;
-	e->fd = args->fd;
-	e->ret = ret;
-	e->dir = args->dir;
-	e->sock_type = sv->type;
-	e->family = sv->family;
-	e->sport = sv->sport;
-	e->dport = sv->dport;
-	__builtin_memcpy(e->saddr, sv->saddr, 16);
-	__builtin_memcpy(e->daddr, sv->daddr, 16);
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	u32 n = avail > max ? max : (u32)avail;
-	e->len = n;
-	if (bpf_probe_read_user(e->data, n, (void *)src))
-		e->len = 0;
-}
-
 static __always_inline int io_exit(long ret, u8 kind, u8 dir)
 {
 	u64 id = bpf_get_current_pid_tgid();
@@ -376,51 +526,11 @@ static __always_inline int io_exit(long ret, u8 kind, u8 dir)
 	// syscall, found again by a thread that reuses its id.
 	if (ret <= 0 || args.kind != kind || args.dir != dir)
 		return 0;
-	u32 tgid = id >> 32;
-	struct sock_key k = { .tgid = tgid, .fd = args.fd };
+	struct sock_key k = { .tgid = id >> 32, .fd = args.fd };
 	struct sock_val *sv = bpf_map_lookup_elem(&known_socks, &k);
 	if (!sv)
 		return 0;
-
-	u64 src = args.buf;
-	u64 avail = ret;
-	if (args.kind == IO_MSG) {
-		struct user_msghdr msg = {};
-		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)src))
-			return 0;
-		src = (u64)msg.msg_iov;
-		args.kind = IO_IOVEC;
-	}
-	if (args.kind == IO_IOVEC) {
-		// Only the first iovec is captured: protocol headers live there.
-		struct iovec iov = {};
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)src))
-			return 0;
-		src = (u64)iov.iov_base;
-		if (iov.iov_len < avail)
-			avail = iov.iov_len;
-	}
-
-	// Most messages (requests, small responses, DB commands) fit a short
-	// record: the ring holds more of them and the reader copies less.
-	struct l7_event *e;
-	if (avail <= SMALL_PAYLOAD) {
-		e = bpf_ringbuf_reserve(&l7_events, L7_HEADER_SIZE + SMALL_PAYLOAD, 0);
-		if (!e) {
-			count_drop(DROP_L7);
-			return 0;
-		}
-		fill_l7(e, SMALL_PAYLOAD, id, &args, ret, sv, src, avail);
-	} else {
-		e = bpf_ringbuf_reserve(&l7_events, sizeof(*e), 0);
-		if (!e) {
-			count_drop(DROP_L7);
-			return 0;
-		}
-		fill_l7(e, MAX_PAYLOAD, id, &args, ret, sv, src, avail);
-	}
-	bpf_ringbuf_submit(e, batch_flags(&l7_events, &l7_last_wakeup_ns, e->ts, L7_WAKEUP_BYTES, sizeof(*e)));
-	return 0;
+	return emit_io(id, args.fd, args.buf, args.kind, args.dir, ret, sv);
 }
 
 #define IO_HOOKS(name, kind, dir)                                               \
