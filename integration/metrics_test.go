@@ -229,8 +229,8 @@ func TestTenantIsolation(t *testing.T) {
 	}
 }
 
-// TestKill9KeepsAcknowledgedSamples: every sample acknowledged with 2xx before a SIGKILL is
-// queryable after a restart.
+// TestKill9KeepsAcknowledgedSamples: every sample and every metric metadata change
+// acknowledged with 2xx before a SIGKILL is queryable after a restart.
 func TestKill9KeepsAcknowledgedSamples(t *testing.T) {
 	in := startVigil(t, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -248,7 +248,7 @@ func TestKill9KeepsAcknowledgedSamples(t *testing.T) {
 		defer close(done)
 		for i := 0; ctx.Err() == nil; i++ {
 			ts := base.Add(time.Duration(i) * time.Second).UnixMilli()
-			req := &prompb.WriteRequest{}
+			req := &prompb.WriteRequest{Metadata: probeMetadata(i)}
 			for s := 0; s < seriesPerBatch; s++ {
 				req.Timeseries = append(req.Timeseries, prompb.TimeSeries{
 					Labels:  series("__name__", "durability_probe", "series", fmt.Sprint(s)),
@@ -300,7 +300,47 @@ func TestKill9KeepsAcknowledgedSamples(t *testing.T) {
 			}
 		}
 	}
+
+	// Metadata: every family named by an acknowledged batch is there, and the HELP of
+	// durability_probe is the one of the last acknowledged change (or of the next change,
+	// sent but not acknowledged before the kill).
+	md, err := api.Metadata(context.Background(), "", "")
+	if err != nil {
+		t.Fatalf("metadata after restart: %v", err)
+	}
+	lastAcked := len(ackedCopy) - 1
+	for i := 0; i <= lastAcked; i += probeMetadataEvery {
+		name := probeFamily(i)
+		if m := md[name]; len(m) != 1 || m[0].Type != promv1.MetricTypeCounter || m[0].Help != probeFamilyHelp(i) || m[0].Unit != "bytes" {
+			t.Fatalf("metadata of %s, acknowledged in batch %d of %d, after kill -9 and restart: %+v (%d families present)", name, i, len(ackedCopy), m, len(md))
+		}
+	}
+	lastChange := lastAcked - lastAcked%probeMetadataEvery
+	m := md["durability_probe"]
+	if len(m) != 1 || m[0].Type != promv1.MetricTypeGauge || (m[0].Help != probeHelp(lastChange) && m[0].Help != probeHelp(lastChange+probeMetadataEvery)) {
+		t.Fatalf("metadata of durability_probe after kill -9 and restart: %+v, want the HELP of batch %d %q", m, lastChange, probeHelp(lastChange))
+	}
 }
+
+// probeMetadataEvery: every probeMetadataEvery-th batch of the kill -9 test changes
+// metadata (a new family and a new HELP for durability_probe); the others resend the
+// unchanged metadata of durability_probe.
+const probeMetadataEvery = 10
+
+func probeMetadata(batch int) []prompb.MetricMetadata {
+	changed := batch - batch%probeMetadataEvery
+	md := []prompb.MetricMetadata{{MetricFamilyName: "durability_probe", Type: prompb.MetricMetadata_GAUGE, Help: probeHelp(changed)}}
+	if batch%probeMetadataEvery == 0 {
+		md = append(md, prompb.MetricMetadata{MetricFamilyName: probeFamily(batch), Type: prompb.MetricMetadata_COUNTER, Help: probeFamilyHelp(batch), Unit: "bytes"})
+	}
+	return md
+}
+
+func probeHelp(batch int) string {
+	return fmt.Sprintf("Durability probe, metadata of batch %d.", batch)
+}
+func probeFamily(batch int) string     { return fmt.Sprintf("durability_family_%d", batch) }
+func probeFamilyHelp(batch int) string { return fmt.Sprintf("Family announced in batch %d.", batch) }
 
 func containsAll[S ~string](have []S, want ...string) bool {
 	set := map[string]bool{}

@@ -49,7 +49,19 @@ func BenchmarkIngesterPushGRPC(b *testing.B) {
 	benchmarkPush(b, true)
 }
 
+// BenchmarkIngesterPushUnchangedMetadata is BenchmarkIngesterPush with the metadata of
+// every metric family in each batch, as remote write 2.0 sends it (the distributor
+// turns RW2's per-series metadata into one entry per family). The metadata never
+// changes after the first round, so the ingester must not touch the disk for it.
+func BenchmarkIngesterPushUnchangedMetadata(b *testing.B) {
+	benchmarkPushWith(b, false, true)
+}
+
 func benchmarkPush(b *testing.B, overGRPC bool) {
+	benchmarkPushWith(b, overGRPC, false)
+}
+
+func benchmarkPushWith(b *testing.B, overGRPC, withMetadata bool) {
 	const (
 		numSeries = 100_000
 		batchSize = 2000
@@ -68,8 +80,15 @@ func benchmarkPush(b *testing.B, overGRPC bool) {
 	batches := make([]*prompb.WriteRequest, 0, numSeries/batchSize)
 	for off := 0; off < numSeries; off += batchSize {
 		req := &prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, 0, batchSize)}
+		families := map[string]bool{}
 		for _, l := range lsets[off : off+batchSize] {
 			req.Timeseries = append(req.Timeseries, prompb.TimeSeries{Labels: l, Samples: []prompb.Sample{{}}})
+			if name := l[0].Value; withMetadata && !families[name] {
+				families[name] = true
+				req.Metadata = append(req.Metadata, prompb.MetricMetadata{
+					MetricFamilyName: name, Type: prompb.MetricMetadata_GAUGE, Help: "Help of " + name + ".",
+				})
+			}
 		}
 		batches = append(batches, req)
 	}

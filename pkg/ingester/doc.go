@@ -24,6 +24,13 @@
 // out-of-order WBL segments before acknowledging, which closes that gap at the cost of
 // one fsync per push. Replication (RF 3) is the usual answer to losing a machine.
 //
+// Metric metadata lives in vigil.metadata.json, not in the WAL. A push that changes it
+// (a new family, a new type, HELP or unit) returns only after the whole file has been
+// rewritten, fsynced, renamed into place and the directory fsynced, independent of
+// -ingester.wal-fsync-on-push: changes are rare, so this costs nothing in the steady
+// state, where pushes with unchanged metadata do not touch the disk. Pushes changing
+// metadata at the same time share writes (group commit); other pushes never wait.
+//
 // # Head compaction, shipping, retention
 //
 // Prometheus' own compaction is disabled. Every -ingester.compaction-interval the

@@ -3,7 +3,9 @@ package ingester
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -13,6 +15,9 @@ import (
 
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/thanos-io/thanos/pkg/metadata/metadatapb"
+
+	"github.com/vigil-obs/vigil/pkg/ingester/client"
 )
 
 const (
@@ -21,6 +26,10 @@ const (
 	helperFsyncEnv  = "VIGIL_INGESTER_HELPER_FSYNC"
 	helperSeries    = 20
 	helperAcksToRun = 300
+	// Every helperMetadataEvery-th batch changes metadata: it names a new family and
+	// changes the HELP of "durable". The others carry the unchanged metadata of
+	// "durable", as remote write 2.0 senders do with every request.
+	helperMetadataEvery = 7
 )
 
 func helperBatch(base int64, i int) *prompb.WriteRequest {
@@ -31,8 +40,20 @@ func helperBatch(base int64, i int) *prompb.WriteRequest {
 			prompb.Sample{Timestamp: base + int64(i)*1000, Value: float64(i)},
 		))
 	}
+	changed := i - i%helperMetadataEvery // the last batch that changed metadata
+	req.Metadata = append(req.Metadata, prompb.MetricMetadata{
+		MetricFamilyName: "durable", Type: prompb.MetricMetadata_GAUGE, Help: helperHelp(changed),
+	})
+	if i%helperMetadataEvery == 0 {
+		req.Metadata = append(req.Metadata, prompb.MetricMetadata{
+			MetricFamilyName: helperFamily(i), Type: prompb.MetricMetadata_COUNTER, Help: "Family of batch " + strconv.Itoa(i) + ".", Unit: "seconds",
+		})
+	}
 	return req
 }
+
+func helperHelp(batch int) string   { return fmt.Sprintf("Durable gauge, metadata of batch %d.", batch) }
+func helperFamily(batch int) string { return fmt.Sprintf("durable_family_%d", batch) }
 
 // TestHelperIngesterProcess is not a test: TestKill9KeepsAcknowledgedWrites re-executes
 // the test binary to run it as a child process that pushes until it is SIGKILLed,
@@ -149,7 +170,52 @@ func testKill9(t *testing.T, fsync bool) {
 			}
 		}
 	}
-	t.Logf("all %d acknowledged batches (%d samples) survived kill -9", lastAck+1, (lastAck+1)*helperSeries)
+
+	// Metadata acknowledged with the same pushes survived too: every family named by an
+	// acknowledged batch, and the HELP of "durable" as of the last acknowledged change
+	// (or of a later, unacknowledged one that made it to disk before the kill).
+	md := queryMetadata(t, c, "durable")
+	for i := 0; i <= lastAck; i += helperMetadataEvery {
+		m, ok := md[helperFamily(i)]
+		if !ok || m.Type != "counter" || m.Unit != "seconds" || m.Help != "Family of batch "+strconv.Itoa(i)+"." {
+			t.Fatalf("metadata of %s acknowledged in batch %d but after kill -9 it is %+v (present: %v); %d families survived", helperFamily(i), i, m, ok, len(md))
+		}
+	}
+	lastChange := lastAck - lastAck%helperMetadataEvery
+	okHelp := map[string]bool{helperHelp(lastChange): true, helperHelp(lastChange + helperMetadataEvery): true}
+	if m := md["durable"]; !okHelp[m.Help] || m.Type != "gauge" {
+		t.Fatalf("metadata of durable after kill -9 = %+v, want the HELP of batch %d (last acknowledged change)", m, lastChange)
+	}
+	t.Logf("all %d acknowledged batches (%d samples, %d metric families) survived kill -9", lastAck+1, (lastAck+1)*helperSeries, len(md))
+}
+
+// queryMetadata reads the tenant's metadata the way the querier does.
+func queryMetadata(t testing.TB, c client.IngesterClient, tenant string) map[string]metadatapb.Meta {
+	t.Helper()
+	stream, err := c.MetricMetadata(ctxFor(tenant), &metadatapb.MetricMetadataRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]metadatapb.Meta{}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("receive metadata: %v", err)
+		}
+		md := resp.GetMetadata()
+		if md == nil {
+			continue
+		}
+		for name, ms := range md.Metadata {
+			if len(ms.Metas) != 1 {
+				t.Fatalf("metadata of %s: %d entries, want 1", name, len(ms.Metas))
+			}
+			out[name] = ms.Metas[0]
+		}
+	}
 }
 
 func TestPushWithWALFsync(t *testing.T) {

@@ -278,6 +278,8 @@ func (i *Ingester) compactAll(ctx context.Context, force bool) error {
 		if err := i.compactAndShip(ctx, u, force || idle); err != nil {
 			errs = append(errs, err)
 		}
+		// Pushes save metadata changes before they are acknowledged; this only retries a
+		// save whose push failed and was not retried by its sender.
 		if err := u.saveMetadata(); err != nil {
 			u.logger.Warn("saving metadata failed", "err", err)
 		}

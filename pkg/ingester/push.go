@@ -29,7 +29,8 @@ var _ client.IngesterServer = (*Ingester)(nil)
 // Push appends a write request to the tenant's TSDB (tenant from ctx). Per-series
 // problems become rejections in the response while everything else is committed; an
 // error means nothing was acknowledged. It returns only after the batch is in the WAL
-// (and fsynced with -ingester.wal-fsync-on-push).
+// (and fsynced with -ingester.wal-fsync-on-push) and, when it changed metric metadata,
+// after the change is fsynced to MetadataFile.
 func (i *Ingester) Push(ctx context.Context, req *prompb.WriteRequest) (*client.PushResponse, error) {
 	if s := i.State(); s != services.Running {
 		return nil, status.Errorf(codes.Unavailable, "ingester is %s, not running", s)
@@ -274,7 +275,13 @@ func (i *Ingester) pushToTSDB(ctx context.Context, u *userTSDB, req *prompb.Writ
 			return nil, false, status.Errorf(codes.Internal, "fsync WAL of tenant %q: %v", u.tenant, err)
 		}
 	}
-	u.setMetadata(req.Metadata)
+	if v := u.setMetadata(req.Metadata); v != 0 {
+		// Changed metadata is acknowledged only once it is on disk. If saving fails the
+		// sender retries; the retried samples are identical resends and count as written.
+		if err := u.saveMetadataVersion(v); err != nil {
+			return nil, false, status.Errorf(codes.Internal, "persist metric metadata of tenant %q: %v", u.tenant, err)
+		}
+	}
 	u.lastWrite.Store(time.Now().UnixNano())
 
 	st.resp.SamplesWritten = samples

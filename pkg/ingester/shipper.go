@@ -112,7 +112,8 @@ func (s *shipper) save() error {
 	return writeFileAtomic(s.statePath(), b)
 }
 
-// writeFileAtomic writes data to path via a temp file, fsync and rename, so a crash
+// writeFileAtomic writes data to path via a temp file, fsync, rename and an fsync of
+// the directory (which makes the rename itself durable), so a crash or power loss
 // leaves either the old or the new content.
 func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"
@@ -133,6 +134,25 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	if err := fsyncDir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	return nil
+}
+
+func fsyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s for fsync: %w", dir, err)
+	}
+	serr := d.Sync()
+	cerr := d.Close()
+	if serr != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, serr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("close %s: %w", dir, cerr)
 	}
 	return nil
 }

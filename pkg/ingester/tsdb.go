@@ -50,9 +50,26 @@ type userTSDB struct {
 	// loop and FlushAll.
 	compactMu sync.Mutex
 
-	metaMu    sync.Mutex
-	metadata  map[string]prompb.MetricMetadata // latest metadata per metric family
-	metaDirty bool                             // metadata changed since the last save
+	// metaMu guards metadata, metaVersion and metaSaved. Every change gets a new
+	// version; a push that changed metadata (or carries metadata another push changed
+	// and has not saved yet) waits until MetadataFile holds that version.
+	metaMu      sync.Mutex
+	metadata    map[string]familyMetadata // latest metadata per metric family
+	metaVersion uint64                    // version of the newest change
+	metaSaved   uint64                    // newest version known to be in MetadataFile
+	// metaSaveMu serialises writes of MetadataFile. It is the group commit: pushes that
+	// wait on it while a save runs find their change saved by the next one (which
+	// writes everything changed meanwhile) and return without writing again.
+	metaSaveMu sync.Mutex
+	// metaTestHooks lets tests stop a push at the points of the group commit; nil
+	// functions outside tests.
+	metaTestHooks struct{ beforeWait, beforeWrite func() }
+}
+
+// familyMetadata is a family's latest metadata and the metadata version that set it.
+type familyMetadata struct {
+	prompb.MetricMetadata
+	version uint64
 }
 
 func (i *Ingester) openTSDB(tenant string) (*userTSDB, error) {
@@ -67,7 +84,7 @@ func (i *Ingester) openTSDB(tenant string) (*userTSDB, error) {
 		limiter:  newSeriesLimiter(tenant, i.limits, refs),
 		refs:     refs,
 		logger:   i.logger.With("tenant", tenant),
-		metadata: map[string]prompb.MetricMetadata{},
+		metadata: map[string]familyMetadata{},
 	}
 	if !i.cfg.ShipperDisabled && i.bucket != nil {
 		s, err := newShipper(u, i.bucket, i.cfg, i.metrics, u.logger)
@@ -269,15 +286,21 @@ func fsyncFile(path string) error {
 }
 
 // MetadataFile keeps the latest metric metadata per family across restarts. Metadata
-// is not in the Prometheus WAL as Vigil uses it (per family, not per series), so it is
-// saved every compaction interval and on shutdown: after a crash, metadata changed in
-// the last interval reappears with the sender's next metadata send (Prometheus resends
-// all metadata every minute).
+// is not in the Prometheus WAL because Vigil keeps it per family, while the TSDB's WAL
+// metadata records belong to a series: remote write 1.0 sends metadata in requests of
+// its own, for family names (a histogram's) that no series carries, and the TSDB drops
+// a series' metadata with the series. A push that changes metadata returns only after
+// the file is rewritten (fsync, rename, directory fsync), so acknowledged metadata
+// survives kill -9 and power loss. Changes are rare (a new family, a new HELP or unit):
+// pushes with unchanged metadata do not touch the disk.
 const MetadataFile = "vigil.metadata.json"
 
-func (u *userTSDB) setMetadata(md []prompb.MetricMetadata) {
+// setMetadata records md and returns the metadata version that must be saved before
+// the push may be acknowledged, 0 if none. That is the push's own newest change, or
+// the version of an identical change another push made and has not saved yet.
+func (u *userTSDB) setMetadata(md []prompb.MetricMetadata) (mustSave uint64) {
 	if len(md) == 0 {
-		return
+		return 0
 	}
 	u.metaMu.Lock()
 	defer u.metaMu.Unlock()
@@ -286,18 +309,26 @@ func (u *userTSDB) setMetadata(md []prompb.MetricMetadata) {
 			continue
 		}
 		if old, ok := u.metadata[m.MetricFamilyName]; ok && old.Type == m.Type && old.Help == m.Help && old.Unit == m.Unit {
+			if old.version > u.metaSaved {
+				mustSave = max(mustSave, old.version)
+			}
 			continue
 		}
+		u.metaVersion++
 		// Clone: request strings may alias the gRPC receive buffer (see client.Codec),
 		// which must not be pinned by long-lived state.
-		u.metadata[strings.Clone(m.MetricFamilyName)] = prompb.MetricMetadata{
-			MetricFamilyName: strings.Clone(m.MetricFamilyName),
-			Type:             m.Type,
-			Help:             strings.Clone(m.Help),
-			Unit:             strings.Clone(m.Unit),
+		u.metadata[strings.Clone(m.MetricFamilyName)] = familyMetadata{
+			MetricMetadata: prompb.MetricMetadata{
+				MetricFamilyName: strings.Clone(m.MetricFamilyName),
+				Type:             m.Type,
+				Help:             strings.Clone(m.Help),
+				Unit:             strings.Clone(m.Unit),
+			},
+			version: u.metaVersion,
 		}
-		u.metaDirty = true
+		mustSave = u.metaVersion
 	}
+	return mustSave
 }
 
 type savedMetadata struct {
@@ -316,7 +347,8 @@ func (u *userTSDB) loadMetadata() error {
 	}
 	var saved map[string]savedMetadata
 	if err := json.Unmarshal(b, &saved); err != nil {
-		// Metadata is advisory and resent by Prometheus; never refuse to start over it.
+		// The file is replaced atomically, so this is damage from outside; metadata is
+		// advisory and resent by Prometheus: never refuse to start over it.
 		u.logger.Warn("ignoring corrupt metadata file", "err", err)
 		return nil
 	}
@@ -324,35 +356,57 @@ func (u *userTSDB) loadMetadata() error {
 	defer u.metaMu.Unlock()
 	for name, m := range saved {
 		t := prompb.MetricMetadata_MetricType_value[strings.ToUpper(m.Type)]
-		u.metadata[name] = prompb.MetricMetadata{
+		// Version 0: already saved.
+		u.metadata[name] = familyMetadata{MetricMetadata: prompb.MetricMetadata{
 			MetricFamilyName: name, Type: prompb.MetricMetadata_MetricType(t), Help: m.Help, Unit: m.Unit,
-		}
+		}}
 	}
 	return nil
 }
 
+// saveMetadata saves every metadata change not saved yet (a no-op without any).
 func (u *userTSDB) saveMetadata() error {
 	u.metaMu.Lock()
-	if !u.metaDirty {
+	v := u.metaVersion
+	u.metaMu.Unlock()
+	return u.saveMetadataVersion(v)
+}
+
+// saveMetadataVersion returns once MetadataFile holds metadata version v or newer.
+// Concurrent callers share saves: whoever gets metaSaveMu writes the newest version,
+// which covers everyone who waited for it meanwhile.
+func (u *userTSDB) saveMetadataVersion(v uint64) error {
+	if h := u.metaTestHooks.beforeWait; h != nil {
+		h()
+	}
+	u.metaSaveMu.Lock()
+	defer u.metaSaveMu.Unlock()
+	u.metaMu.Lock()
+	if u.metaSaved >= v {
 		u.metaMu.Unlock()
 		return nil
 	}
+	version := u.metaVersion
 	saved := make(map[string]savedMetadata, len(u.metadata))
 	for name, m := range u.metadata {
 		saved[name] = savedMetadata{Type: metricTypeString(m.Type), Help: m.Help, Unit: m.Unit}
 	}
-	u.metaDirty = false
 	u.metaMu.Unlock()
+	if h := u.metaTestHooks.beforeWrite; h != nil {
+		h()
+	}
 	b, err := json.Marshal(saved)
 	if err != nil {
 		return fmt.Errorf("encode metadata of tenant %q: %w", u.tenant, err)
 	}
 	if err := writeFileAtomic(filepath.Join(u.dir, MetadataFile), b); err != nil {
-		u.metaMu.Lock()
-		u.metaDirty = true
-		u.metaMu.Unlock()
+		// metaSaved stays behind: the next push carrying any of these changes, or the
+		// next periodic save, writes them again.
 		return fmt.Errorf("save metadata of tenant %q: %w", u.tenant, err)
 	}
+	u.metaMu.Lock()
+	u.metaSaved = max(u.metaSaved, version)
+	u.metaMu.Unlock()
 	return nil
 }
 
