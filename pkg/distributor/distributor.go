@@ -447,7 +447,8 @@ func (d *Distributor) applyIngesterRejections(tenant string, req *prompb.WriteRe
 		var s, h, e int
 		ts := bySeries[a.r.Series]
 		switch {
-		case a.r.Reason == ReasonInvalidExemplar:
+		case isExemplarReason(a.r.Reason):
+			// The series' samples were stored; only exemplars were refused.
 			e = n
 		case a.r.Reason == ReasonInvalidHistogram:
 			h = n

@@ -38,8 +38,20 @@ const (
 	ReasonDuplicateSample         = ingclient.ReasonDuplicateSample
 	ReasonInvalidHistogram        = ingclient.ReasonInvalidHistogram
 	ReasonInvalidExemplar         = ingclient.ReasonInvalidExemplar
+	ReasonOutOfOrderExemplar      = ingclient.ReasonOutOfOrderExemplar
+	ReasonDuplicateExemplar       = ingclient.ReasonDuplicateExemplar
 	ReasonInvalidSeriesAtIngester = ingclient.ReasonInvalidSeries
 )
+
+// isExemplarReason reports whether an ingester refusal concerns exemplars only, not
+// the series' samples.
+func isExemplarReason(reason string) bool {
+	switch reason {
+	case ReasonInvalidExemplar, ReasonOutOfOrderExemplar, ReasonDuplicateExemplar:
+		return true
+	}
+	return false
+}
 
 // howToRaise tells the user which knob governs each reason. It is a function
 // rather than a map so the package has no globals.
@@ -64,8 +76,11 @@ func howToRaise(reason string) string {
 		return flagHint(validation.FlagMaxGlobalSeriesPerUser, "max_global_series_per_user")
 	case ReasonPerMetricSeriesLimit:
 		return flagHint(validation.FlagMaxGlobalSeriesPerMetric, "max_global_series_per_metric")
-	case ReasonOutOfOrder, ReasonTooOld:
+	case ReasonOutOfOrder, ReasonTooOld, ReasonOutOfOrderExemplar:
+		// The TSDB's exemplar storage accepts out-of-order exemplars within the same window.
 		return flagHint(validation.FlagOutOfOrderTimeWindow, "out_of_order_time_window")
+	case ReasonExemplarLabelsTooLong:
+		return "The limit is fixed by the Prometheus exemplar format; shorten the exemplar's labels in the sender."
 	case ReasonMissingMetricName, ReasonInvalidMetricName, ReasonInvalidLabelName, ReasonInvalidLabelValue, ReasonDuplicateLabelNames:
 		return "Fix the series in the sender (e.g. with relabeling); this is not a configurable limit."
 	}

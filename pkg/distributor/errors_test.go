@@ -23,6 +23,8 @@ func TestEveryLimitSaysHowToRaiseIt(t *testing.T) {
 		ReasonPerMetricSeriesLimit:   {validation.FlagMaxGlobalSeriesPerMetric, "max_global_series_per_metric"},
 		ReasonOutOfOrder:             {validation.FlagOutOfOrderTimeWindow, "out_of_order_time_window"},
 		ReasonTooOld:                 {validation.FlagOutOfOrderTimeWindow, "out_of_order_time_window"},
+		ReasonOutOfOrderExemplar:     {validation.FlagOutOfOrderTimeWindow, "out_of_order_time_window"},
+		ReasonExemplarLabelsTooLong:  {"fixed", "shorten"},
 	} {
 		hint := howToRaise(reason)
 		for _, w := range want {

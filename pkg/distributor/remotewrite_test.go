@@ -13,6 +13,7 @@ import (
 
 	"github.com/golang/snappy"
 	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	config_util "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
@@ -575,5 +576,49 @@ func TestLimitsFollowRuntimeOverrides(t *testing.T) {
 	// Other tenants keep the defaults.
 	if _, err := env.d.PushMetrics(userCtx("t2"), req()); err != nil {
 		t.Fatalf("other tenant: %v", err)
+	}
+}
+
+// TestIngesterExemplarRejectionsKeepSamples: an exemplar the ingester refuses (older
+// than the series' newest exemplar, as a retried request with several exemplars per
+// series produces) is reported and counted as an exemplar, not as a sample: the
+// series' samples were stored and the written headers say so.
+func TestIngesterExemplarRejectionsKeepSamples(t *testing.T) {
+	for _, reason := range []string{ReasonOutOfOrderExemplar, ReasonDuplicateExemplar, ReasonInvalidExemplar} {
+		t.Run(reason, func(t *testing.T) {
+			env := newTestEnv(t, envOptions{})
+			env.ingesters[0].reject = func(ts prompb.TimeSeries) *ingclient.Rejection {
+				if len(ts.Exemplars) == 0 {
+					return nil
+				}
+				// What pkg/ingester answers: the samples are appended, the exemplar is not.
+				return &ingclient.Rejection{Reason: reason, Series: labelsString(ts.Labels), Message: "exemplar at 2026-01-01T00:00:00Z: out of order exemplar", Count: 1}
+			}
+			now := time.Now().UnixMilli()
+			b := newV2Builder()
+			b.add(labels.FromStrings("__name__", "http_requests_total", "job", "api"), writev2.TimeSeries{
+				Samples:   []writev2.Sample{{Value: 1, Timestamp: now - 1000}, {Value: 2, Timestamp: now}},
+				Exemplars: []writev2.Exemplar{{LabelsRefs: b.st.SymbolizeLabels(labels.FromStrings("trace_id", "t1"), nil), Value: 2, Timestamp: now}},
+			})
+			code, body, hdr := env.post(t, "/api/v1/write", map[string]string{
+				"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request", "Content-Encoding": "snappy",
+			}, bytes.NewReader(b.encode(t)))
+			if code != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400 partial write: %s", code, body)
+			}
+			mustContain(t, body, reason, "0 samples, 0 histograms and 1 exemplars were rejected", `http_requests_total{job="api"}`)
+			if got := hdr.Get("X-Prometheus-Remote-Write-Samples-Written"); got != "2" {
+				t.Errorf("samples written = %q, want 2 (the exemplar's series was stored)", got)
+			}
+			if got := hdr.Get("X-Prometheus-Remote-Write-Exemplars-Written"); got != "0" {
+				t.Errorf("exemplars written = %q, want 0", got)
+			}
+			if got := env.discarded("anonymous", reason); got != 0 {
+				t.Errorf("vigil_discarded_samples_total{reason=%s} = %v, want 0", reason, got)
+			}
+			if got := testutil.ToFloat64(env.d.metrics.discardedExemplar.WithLabelValues("anonymous", reason)); got != 1 {
+				t.Errorf("vigil_discarded_exemplars_total{reason=%s} = %v, want 1", reason, got)
+			}
+		})
 	}
 }
