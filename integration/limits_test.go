@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/vigil-obs/vigil/pkg/util/testutil"
+	"github.com/vigil-obs/vigil/pkg/util/validation"
 )
 
 // rawPush sends body to /api/v1/push with the given headers and returns status and body.
@@ -40,6 +42,16 @@ func rawPush(t *testing.T, in *instance, body []byte, header map[string]string) 
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// limitKeys are the YAML keys of the per-tenant limits (the runtime file's overrides).
+var limitKeys = func() map[string]bool {
+	keys := map[string]bool{}
+	t := reflect.TypeFor[validation.Limits]()
+	for i := range t.NumField() {
+		keys[strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]] = true
+	}
+	return keys
+}()
 
 var rw1Headers = map[string]string{"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy", "X-Prometheus-Remote-Write-Version": "0.1.0"}
 
@@ -116,6 +128,65 @@ func TestLimitsAndBadInputThroughTheBinary(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Series limits, enforced by the ingester where series are created, set in the runtime
+	// file: the 400 names the limit, the series and the flag and override raising it.
+	for _, lc := range []struct {
+		overrides, reason, flag, key string
+		push                         func(attempt int) (*prompb.WriteRequest, string)
+	}{
+		{
+			overrides: "max_global_series_per_user: 1", reason: "per_user_series_limit",
+			flag: "-ingester.max-global-series-per-user", key: `"max_global_series_per_user"`,
+			push: func(attempt int) (*prompb.WriteRequest, string) {
+				// Every attempt is a new series: refused once the override is loaded.
+				name := fmt.Sprintf("series_limit_probe_%d", attempt)
+				return &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{Labels: series("__name__", name), Samples: []prompb.Sample{{Timestamp: now, Value: 1}}}}}, name
+			},
+		},
+		{
+			overrides: "max_global_series_per_metric: 1", reason: "per_metric_series_limit",
+			flag: "-ingester.max-global-series-per-metric", key: `"max_global_series_per_metric"`,
+			push: func(attempt int) (*prompb.WriteRequest, string) {
+				name := fmt.Sprintf("metric_limit_probe_%d", attempt)
+				return &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+					{Labels: series("__name__", name, "i", "a"), Samples: []prompb.Sample{{Timestamp: now, Value: 1}}},
+					{Labels: series("__name__", name, "i", "b"), Samples: []prompb.Sample{{Timestamp: now, Value: 1}}},
+				}}, name + `{i="b"}`
+			},
+		},
+	} {
+		if err := os.WriteFile(overrides, []byte("overrides:\n  anonymous:\n    max_label_names_per_series: 10\n    "+lc.overrides+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		attempt := 0
+		var body string
+		testutil.Eventually(t, 30*time.Second, func() error {
+			attempt++
+			req, _ := lc.push(attempt)
+			var code int
+			code, body = rawPush(t, in, encodeRW1(t, req), rw1Headers)
+			if code != http.StatusBadRequest || !strings.Contains(body, lc.reason) {
+				return fmt.Errorf("%s: %d %q", lc.reason, code, body)
+			}
+			return nil
+		})
+		_, refused := lc.push(attempt)
+		for _, want := range []string{refused, lc.flag, lc.key, "series limit of 1 "} {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s: body %q lacks %q", lc.reason, body, want)
+			}
+		}
+		// Every override the message points to exists.
+		for _, key := range regexp.MustCompile(`\bmax_[a-z_]+`).FindAllString(body, -1) {
+			if !limitKeys[key] {
+				t.Errorf("%s: body %q names %q, which is no per-tenant override", lc.reason, body, key)
+			}
+		}
+		if n := discarded(t, in, lc.reason); n < 1 {
+			t.Errorf("vigil_discarded_samples_total{reason=%s} = %v, want >= 1", lc.reason, n)
+		}
+	}
 
 	// Rate limit from the runtime file: 429 with Retry-After semantics in the message.
 	if err := os.WriteFile(overrides, []byte("overrides:\n  anonymous:\n    ingestion_rate: 1\n    ingestion_burst_size: 5\n"), 0o644); err != nil {

@@ -29,11 +29,13 @@ type seriesLimitError struct {
 	limit  int
 }
 
+// Error says which limit was hit. How to raise it is added by the distributor, which
+// knows the flag and override names (pkg/util/validation) the limits come from.
 func (e *seriesLimitError) Error() string {
 	if e.reason == client.ReasonPerMetricSeriesLimit {
-		return fmt.Sprintf("per-metric series limit of %d reached for this metric name; raise max_series_per_metric for the tenant", e.limit)
+		return fmt.Sprintf("per-metric series limit of %d in-memory series reached for this metric name", e.limit)
 	}
-	return fmt.Sprintf("per-tenant series limit of %d reached; raise max_series_per_tenant for the tenant", e.limit)
+	return fmt.Sprintf("per-tenant series limit of %d in-memory series reached", e.limit)
 }
 
 // seriesLimiter enforces series limits where series are created: in the TSDB head's
