@@ -47,6 +47,9 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 	}{
 		{yaml: "storage:\n  backend: s3\n", want: "storage.s3.bucket-name"},
 		{yaml: "storage:\n  bakend: s3\n", want: "field bakend not found"},
+		{yaml: "storage:\n  bakend: s3\n", want: "storage.bakend"},
+		{yaml: "ingester:\n  wal_segment_size: abc\n", want: "ingester.wal_segment_size"},
+		{yaml: "limits:\n  ingestion_rate: 10\n  max_label_names_per_series: [1, 2]\n", want: "limits.max_label_names_per_series"},
 		{args: []string{"-target=nope"}, want: `target: unknown role "nope"`},
 		{args: []string{"-storage.backend=ftp"}, want: "storage.backend"},
 	} {

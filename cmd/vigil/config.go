@@ -77,9 +77,76 @@ func loadYAML(path string, cfg *Config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(buf))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config.file %s: %w", path, err)
+		return fmt.Errorf("config.file %s: %w", path, withKeyPaths(buf, err))
 	}
 	return nil
+}
+
+// withKeyPaths names the key in yaml.v3's decoding errors, which give only a line
+// ("line 2: cannot unmarshal !!str `abc` into int"): each becomes
+// "line 2 (ingester.wal_segment_size): cannot unmarshal ...".
+func withKeyPaths(buf []byte, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	var root yaml.Node
+	if yaml.Unmarshal(buf, &root) != nil {
+		return err
+	}
+	// keys: line of a key (or of its scalar value) -> dotted path. containers: first
+	// line of a mapping or sequence value -> the path of its key, for errors about the
+	// value as a whole ("cannot unmarshal !!map into ...").
+	keys, containers := map[int]string{}, map[int]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if c.Kind == yaml.ScalarNode {
+					keys[c.Line] = p
+				}
+				walk(c, p)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				keys[k.Line] = p
+				if v.Kind == yaml.ScalarNode {
+					keys[v.Line] = p
+				} else {
+					containers[v.Line] = p
+				}
+				walk(v, p)
+			}
+		}
+	}
+	walk(&root, "")
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = m
+		var line int
+		if _, serr := fmt.Sscanf(m, "line %d:", &line); serr != nil {
+			continue
+		}
+		key, ok := keys[line]
+		if c, isContainer := containers[line]; isContainer && (strings.Contains(m, "!!map") || strings.Contains(m, "!!seq")) {
+			key, ok = c, true
+		}
+		if ok {
+			msgs[i] = strings.Replace(m, fmt.Sprintf("line %d:", line), fmt.Sprintf("line %d (%s):", line, key), 1)
+		}
+	}
+	return errors.New("yaml: " + strings.Join(msgs, "; "))
 }
 
 // yamlString renders the effective configuration; secrets print masked (flagext.Secret).
