@@ -268,7 +268,8 @@ func BenchmarkAgentOverhead(b *testing.B) {
 	})
 }
 
-// phaseTotals sums the runs of one side (without or with agent).
+// phaseTotals sums the runs of one side (without or with agent) and keeps
+// each round's figures.
 type phaseTotals struct {
 	requests   int
 	elapsed    time.Duration
@@ -278,6 +279,8 @@ type phaseTotals struct {
 	bpfRuns    uint64
 	p99us      []float64
 	p50us      []float64
+	// Per round, in % of a core per 1k req/s.
+	appPerK, parentPerK []float64
 }
 
 func (p *phaseTotals) add(r loadResult, parentCPU time.Duration) {
@@ -287,6 +290,8 @@ func (p *phaseTotals) add(r loadResult, parentCPU time.Duration) {
 	p.parentCPU += parentCPU
 	p.p99us = append(p.p99us, r.p99us)
 	p.p50us = append(p.p50us, r.p50us)
+	p.appPerK = append(p.appPerK, perK(r.cpu, r.requests))
+	p.parentPerK = append(p.parentPerK, perK(parentCPU, r.requests))
 }
 
 // perK converts CPU spent over n requests into percent of one core at
@@ -307,14 +312,28 @@ func medianRatio(with, without []float64) float64 {
 			r = append(r, with[i]/without[i])
 		}
 	}
-	if len(r) == 0 {
+	return median(r)
+}
+
+// medianDiff is the median over rounds of with − without.
+func medianDiff(with, without []float64) float64 {
+	d := make([]float64, len(with))
+	for i := range with {
+		d[i] = with[i] - without[i]
+	}
+	return median(d)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
 		return 0
 	}
-	sort.Float64s(r)
-	if len(r)%2 == 1 {
-		return r[len(r)/2]
+	v = append([]float64(nil), v...)
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
 	}
-	return (r[len(r)/2-1] + r[len(r)/2]) / 2
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 func mean(v []float64) float64 {
@@ -387,14 +406,18 @@ func benchPaced(b *testing.B, rate int, secs float64, rounds int) {
 	b.ReportMetric(100*(medianRatio(with.p99us, without.p99us)-1), "p99-overhead-%")
 	b.ReportMetric(100*(medianRatio(with.p50us, without.p50us)-1), "p50-overhead-%")
 	for r := range with.p99us {
-		b.Logf("round %d: p50 %.0f -> %.0f µs, p99 %.0f -> %.0f µs (without -> with agent)",
-			r, without.p50us[r], with.p50us[r], without.p99us[r], with.p99us[r])
+		b.Logf("round %d: p50 %.0f -> %.0f µs, p99 %.0f -> %.0f µs, app CPU %.2f -> %.2f, agent process %.2f -> %.2f %%core/1k req/s (without -> with agent)",
+			r, without.p50us[r], with.p50us[r], without.p99us[r], with.p99us[r],
+			without.appPerK[r], with.appPerK[r], without.parentPerK[r], with.parentPerK[r])
 	}
+	// Medians over rounds of each round's back-to-back pair: the load
+	// child's CPU per request swings by more than the agent adds when
+	// another process disturbs one phase.
 	// The agent process, net of what the harness costs without it.
-	agent := perK(with.parentCPU, with.requests) - perK(without.parentCPU, without.requests)
+	agent := medianDiff(with.parentPerK, without.parentPerK)
 	// The application's CPU grows by the BPF programs run in its syscalls
 	// and by the slower syscall path that syscall tracepoints impose.
-	app := perK(with.appCPU, with.requests) - perK(without.appCPU, without.requests)
+	app := medianDiff(with.appPerK, without.appPerK)
 	b.ReportMetric(agent, "agent-cpu-%core-per-1k-rps")
 	b.ReportMetric(app, "app-cpu-added-%core-per-1k-rps")
 	b.ReportMetric(agent+app, "total-added-%core-per-1k-rps")

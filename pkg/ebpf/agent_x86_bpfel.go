@@ -101,6 +101,7 @@ const (
 	agentMapKnownSocks        = "known_socks"
 	agentMapL7Events          = "l7_events"
 	agentMapProbeCache        = "probe_cache"
+	agentMapReaderParked      = "reader_parked"
 	agentMapSkOwners          = "sk_owners"
 	agentMapTcpEvents         = "tcp_events"
 	agentProgEnterClose       = "enter_close"
@@ -132,9 +133,7 @@ const (
 	agentProgTcpReceiveReset  = "tcp_receive_reset"
 	agentProgTcpRetransmitSkb = "tcp_retransmit_skb"
 	agentProgTcpSendReset     = "tcp_send_reset"
-	agentVarL7LastWakeupNs    = "l7_last_wakeup_ns"
 	agentVarSelfTgid          = "self_tgid"
-	agentVarTcpLastWakeupNs   = "tcp_last_wakeup_ns"
 	agentVarUnusedL7          = "unused_l7"
 	agentVarUnusedTcp         = "unused_tcp"
 )
@@ -222,6 +221,7 @@ type agentMapSpecs struct {
 	KnownSocks    *ebpf.MapSpec `ebpf:"known_socks"`
 	L7Events      *ebpf.MapSpec `ebpf:"l7_events"`
 	ProbeCache    *ebpf.MapSpec `ebpf:"probe_cache"`
+	ReaderParked  *ebpf.MapSpec `ebpf:"reader_parked"`
 	SkOwners      *ebpf.MapSpec `ebpf:"sk_owners"`
 	TcpEvents     *ebpf.MapSpec `ebpf:"tcp_events"`
 }
@@ -230,11 +230,9 @@ type agentMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type agentVariableSpecs struct {
-	L7LastWakeupNs  *ebpf.VariableSpec `ebpf:"l7_last_wakeup_ns"`
-	SelfTgid        *ebpf.VariableSpec `ebpf:"self_tgid"`
-	TcpLastWakeupNs *ebpf.VariableSpec `ebpf:"tcp_last_wakeup_ns"`
-	UnusedL7        *ebpf.VariableSpec `ebpf:"unused_l7"`
-	UnusedTcp       *ebpf.VariableSpec `ebpf:"unused_tcp"`
+	SelfTgid  *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedL7  *ebpf.VariableSpec `ebpf:"unused_l7"`
+	UnusedTcp *ebpf.VariableSpec `ebpf:"unused_tcp"`
 }
 
 // agentObjects contains all objects after they have been loaded into the kernel.
@@ -263,6 +261,7 @@ type agentMaps struct {
 	KnownSocks    *ebpf.Map `ebpf:"known_socks"`
 	L7Events      *ebpf.Map `ebpf:"l7_events"`
 	ProbeCache    *ebpf.Map `ebpf:"probe_cache"`
+	ReaderParked  *ebpf.Map `ebpf:"reader_parked"`
 	SkOwners      *ebpf.Map `ebpf:"sk_owners"`
 	TcpEvents     *ebpf.Map `ebpf:"tcp_events"`
 }
@@ -275,6 +274,7 @@ func (m *agentMaps) Close() error {
 		m.KnownSocks,
 		m.L7Events,
 		m.ProbeCache,
+		m.ReaderParked,
 		m.SkOwners,
 		m.TcpEvents,
 	)
@@ -284,11 +284,9 @@ func (m *agentMaps) Close() error {
 //
 // It can be passed to loadAgentObjects or ebpf.CollectionSpec.LoadAndAssign.
 type agentVariables struct {
-	L7LastWakeupNs  *ebpf.Variable `ebpf:"l7_last_wakeup_ns"`
-	SelfTgid        *ebpf.Variable `ebpf:"self_tgid"`
-	TcpLastWakeupNs *ebpf.Variable `ebpf:"tcp_last_wakeup_ns"`
-	UnusedL7        *ebpf.Variable `ebpf:"unused_l7"`
-	UnusedTcp       *ebpf.Variable `ebpf:"unused_tcp"`
+	SelfTgid  *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedL7  *ebpf.Variable `ebpf:"unused_l7"`
+	UnusedTcp *ebpf.Variable `ebpf:"unused_tcp"`
 }
 
 // agentPrograms contains all programs after they have been loaded into the kernel.

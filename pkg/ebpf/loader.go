@@ -12,12 +12,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
@@ -74,7 +73,13 @@ type Tracer struct {
 	hooks  []HookStatus
 	l7     *ring
 	tcp    *ring
+	// parked maps the reader_parked array the rings' flags live in.
+	parked []byte
 
+	// mu orders Run's start of the readers against Close; readers counts
+	// the running ones, which Close waits for before unmapping the rings.
+	mu        sync.Mutex
+	readers   sync.WaitGroup
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -181,11 +186,17 @@ func Load(cfg Config) (*Tracer, error) {
 		t.Close()
 		return nil, errors.New("no eBPF hook could be attached")
 	}
-	if t.l7, err = newRing(maps.Maps["l7_events"]); err != nil {
+	// reader_parked is an array of u32 that the kernel lays out 8 bytes
+	// apart in its memory-mapped form; index RING_L7 = 0, RING_TCP = 1.
+	if t.parked, err = unix.Mmap(maps.Maps["reader_parked"].FD(), 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("mapping reader_parked: %w", err)
+	}
+	if t.l7, err = newRing(maps.Maps["l7_events"], (*uint32)(unsafe.Pointer(&t.parked[0]))); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("opening l7 ring buffer: %w", err)
 	}
-	if t.tcp, err = newRing(maps.Maps["tcp_events"]); err != nil {
+	if t.tcp, err = newRing(maps.Maps["tcp_events"], (*uint32)(unsafe.Pointer(&t.parked[8]))); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("opening tcp ring buffer: %w", err)
 	}
@@ -256,15 +267,22 @@ func (t *Tracer) Hooks() []HookStatus {
 // Run reads both ring buffers and calls h until ctx is done or the tracer is
 // closed.
 func (t *Tracer) Run(ctx context.Context, h Handler) error {
+	// Close unmaps the rings: it must wait for the readers, which must not
+	// start once it has.
+	t.mu.Lock()
+	if t.closed.Load() {
+		t.mu.Unlock()
+		return nil
+	}
+	t.readers.Add(2)
+	t.mu.Unlock()
 	go func() {
 		<-ctx.Done()
 		t.Close()
 	}()
-	var wg sync.WaitGroup
 	errs := make(chan error, 2)
-	wg.Add(2)
 	go func() {
-		defer wg.Done()
+		defer t.readers.Done()
 		var ev L7Event
 		errs <- t.readLoop(t.l7, pollInterval, func(b []byte) {
 			if err := ev.decode(b); err == nil {
@@ -273,7 +291,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 		})
 	}()
 	go func() {
-		defer wg.Done()
+		defer t.readers.Done()
 		var ev TCPEvent
 		errs <- t.readLoop(t.tcp, pollInterval, func(b []byte) {
 			if err := ev.decode(b); err == nil {
@@ -281,149 +299,13 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 			}
 		})
 	}()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil && ctx.Err() == nil {
-			return err
+	var first error
+	for range 2 {
+		if err := <-errs; err != nil && first == nil && ctx.Err() == nil {
+			first = err
 		}
 	}
-	return nil
-}
-
-// pollInterval bounds how long events submitted without a wakeup
-// (BPF_RB_NO_WAKEUP: L7 events and TCP connection events) wait in a ring
-// buffer once traffic stops. The kernel forces a wakeup for the first such
-// event WAKEUP_NS (100ms) after the previous one, so this must not be
-// shorter; the margin absorbs timer slack.
-const pollInterval = 105 * time.Millisecond
-
-// ring is a ring buffer reader that waits in Go's netpoller. The ringbuf
-// package waits in a blocking epoll_wait: a thread parked in a syscall
-// keeps the runtime's sysmon polling and has its P retaken after 10ms,
-// which at one wait per batch cost the agent more CPU than an idle node
-// should. Here ReadInto only drains (its deadline is in the past, so its
-// own epoll_wait never blocks) and the goroutine parks on a duplicate of
-// the map fd registered with the netpoller.
-type ring struct {
-	r *ringbuf.Reader
-	f *os.File
-}
-
-func newRing(m *ebpf.Map) (*ring, error) {
-	r, err := ringbuf.NewReader(m)
-	if err != nil {
-		return nil, err
-	}
-	fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		r.Close()
-		return nil, fmt.Errorf("duplicating ring buffer fd: %w", err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		r.Close()
-		return nil, fmt.Errorf("making ring buffer fd non-blocking: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "ringbuf")
-	// Deadlines are only supported on fds the netpoller accepted.
-	if err := f.SetReadDeadline(time.Time{}); err != nil {
-		f.Close()
-		r.Close()
-		return nil, fmt.Errorf("ring buffer fd cannot be polled: %w", err)
-	}
-	r.SetDeadline(time.Unix(1, 0))
-	return &ring{r: r, f: f}, nil
-}
-
-// drain passes every record in the ring to fn and reports whether there
-// was any.
-func (rg *ring) drain(rec *ringbuf.Record, fn func([]byte)) (bool, error) {
-	got := false
-	for {
-		err := rg.r.ReadInto(rec)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return got, nil
-		}
-		if err != nil {
-			return got, err
-		}
-		got = true
-		fn(rec.RawSample)
-	}
-}
-
-// wait parks until the ring's fd reports data (or had reported it since
-// the last wait: the netpoller is edge-triggered and latches readiness) or
-// the deadline set on rg.f passes.
-func (rg *ring) wait(rc syscall.RawConn) error {
-	first := true
-	return rc.Read(func(uintptr) bool {
-		if first {
-			first = false
-			return false // not ready yet: wait for readiness
-		}
-		return true
-	})
-}
-
-func (rg *ring) close() {
-	rg.f.Close()
-	rg.r.Close()
-}
-
-// readLoop reads rg until the tracer is closed. While events flow it waits
-// at most poll between drains; after a whole interval without any it waits
-// without a deadline: at that point the ring is empty and the next event is
-// at least WAKEUP_NS after the last forced wakeup (there was none during the
-// interval), so the kernel wakes the reader for it (records submitted with
-// flags 0 wake a waiting reader anyway). An idle node thus costs no
-// periodic wakeups.
-func (t *Tracer) readLoop(rg *ring, poll time.Duration, fn func([]byte)) error {
-	rc, err := rg.f.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("ring buffer fd: %w", err)
-	}
-	var rec ringbuf.Record
-	deadline := time.Now().Add(poll)
-	idle, got, timedOut := false, false, false
-	for {
-		drained, err := rg.drain(&rec, fn)
-		if err != nil {
-			if t.closed.Load() || errors.Is(err, ringbuf.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("reading ring buffer: %w", err)
-		}
-		if drained {
-			got = true
-			if idle {
-				idle = false
-				deadline = time.Now().Add(poll)
-			}
-		}
-		if timedOut {
-			// The interval that just ended decides: events in it mean more
-			// may follow without a wakeup.
-			if got {
-				deadline = time.Now().Add(poll)
-			} else {
-				deadline, idle = time.Time{}, true
-			}
-			got = false
-		}
-		if err := rg.f.SetReadDeadline(deadline); err != nil && !t.closed.Load() {
-			return fmt.Errorf("setting ring buffer deadline: %w", err)
-		}
-		err = rg.wait(rc)
-		if t.closed.Load() {
-			return nil
-		}
-		timedOut = errors.Is(err, os.ErrDeadlineExceeded)
-		if err != nil && !timedOut {
-			return fmt.Errorf("waiting for ring buffer: %w", err)
-		}
-	}
+	return first
 }
 
 // Drops returns the in-kernel drop counters summed over CPUs, by reason.
@@ -464,7 +346,8 @@ func (t *Tracer) MapSizes() map[string]int {
 	return out
 }
 
-// Close detaches every hook and frees the maps. It is safe to call twice.
+// Close detaches every hook, stops the readers and frees the maps. It is
+// safe to call twice, and from any goroutine but a Handler's.
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
 		for _, l := range t.links {
@@ -473,12 +356,22 @@ func (t *Tracer) Close() error {
 		for _, p := range t.progs {
 			p.Close()
 		}
+		t.mu.Lock()
 		t.closed.Store(true)
-		if t.l7 != nil {
-			t.l7.close()
+		t.mu.Unlock()
+		for _, rg := range []*ring{t.l7, t.tcp} {
+			if rg != nil {
+				rg.interrupt()
+			}
 		}
-		if t.tcp != nil {
-			t.tcp.close()
+		t.readers.Wait()
+		for _, rg := range []*ring{t.l7, t.tcp} {
+			if rg != nil {
+				rg.close()
+			}
+		}
+		if t.parked != nil {
+			unix.Munmap(t.parked)
 		}
 		t.maps.Close()
 	})

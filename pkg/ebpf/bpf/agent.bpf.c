@@ -33,14 +33,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EINPROGRESS 115
 #define SAMPLE_INTERVAL_NS 1000000000ULL
 // L7 events and TCP samples do not wake the reader one by one: a wakeup
-// costs an IPI (a VM exit under virtualisation) and a reader round trip. The
-// reader is woken by the first such event at least WAKEUP_NS after the
-// previous forced wakeup of its ring, and when pending data crosses the
-// ring's threshold. Time-based wakeups come from the kernel rather than from
-// a user-space timer so that an idle node costs the reader nothing; user
-// space only keeps a deadline (>= WAKEUP_NS) while events flow, for the last
-// ones before traffic stops (see readLoop in loader.go).
-#define WAKEUP_NS (100 * 1000 * 1000ULL)
+// costs an IPI (a VM exit under virtualisation) in the traced task's
+// syscall and a reader round trip. While events flow, the reader drains on
+// its own timer (pollInterval in ring.go); the kernel wakes it only for the
+// first record after it parked without a deadline (reader_parked, set by
+// user space once a whole interval passed without events, so an idle node
+// costs nothing) and when pending data crosses the ring's threshold (a
+// burst that would otherwise fill the ring before the next drain).
 #define L7_WAKEUP_BYTES (1 << 20)
 #define TCP_WAKEUP_BYTES (128 << 10)
 
@@ -78,10 +77,8 @@ enum io_kind { IO_BUF = 0, IO_IOVEC = 1, IO_MSG = 2 };
 // into itself.
 const volatile u32 self_tgid = 0;
 
-// Time of the last forced wakeup of each ring. Racy across CPUs on purpose:
-// a lost update only causes one more wakeup, never a missed one.
-u64 l7_last_wakeup_ns = 0;
-u64 tcp_last_wakeup_ns = 0;
+// Ring index in reader_parked.
+enum ring_idx { RING_L7 = 0, RING_TCP = 1 };
 
 struct sock_key {
 	u32 tgid;
@@ -235,6 +232,21 @@ struct {
 	__type(value, u64);
 } drops SEC(".maps");
 
+// reader_parked[ring] is set by user space before the ring's reader waits
+// without a deadline and cleared by the first record submitted after it.
+// User space sets it with a full barrier and then looks at the ring once
+// more; a producer reads it after reserving its record (a locked update of
+// the producer position): either the producer sees the flag or the reader
+// sees the record, so no record waits for a wakeup that never comes.
+// Memory-mapped so that user space needs no syscall to set it.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, u32);
+} reader_parked SEC(".maps");
+
 static __always_inline void count_drop(u32 idx)
 {
 	u64 *v = bpf_map_lookup_elem(&drops, &idx);
@@ -243,20 +255,20 @@ static __always_inline void count_drop(u32 idx)
 }
 
 // batch_flags returns the submit flags of a batched (not individually
-// waking) record of at most max_size bytes.
-static __always_inline u64 batch_flags(void *rb, u64 *last_wakeup, u64 now, u64 threshold, u64 max_size)
+// waking) record of at most max_size bytes, reserved in ring rb.
+static __always_inline u64 batch_flags(void *rb, u32 ring, u64 threshold, u64 max_size)
 {
-	if (now - *last_wakeup >= WAKEUP_NS) {
-		*last_wakeup = now;
+	u32 *parked = bpf_map_lookup_elem(&reader_parked, &ring);
+	if (parked && *parked) {
+		// Racing CPUs may both wake the reader: one spurious wakeup.
+		*parked = 0;
 		return BPF_RB_FORCE_WAKEUP;
 	}
 	// Only the record that crosses the threshold wakes the reader: while it
 	// drains a backlog, more wakeups would be wasted IPIs.
 	u64 pending = bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA);
-	if (pending >= threshold && pending < threshold + 2 * max_size) {
-		*last_wakeup = now;
+	if (pending >= threshold && pending < threshold + 2 * max_size)
 		return BPF_RB_FORCE_WAKEUP;
-	}
 	return BPF_RB_NO_WAKEUP;
 }
 
@@ -407,7 +419,7 @@ static __always_inline int emit_io(u64 id, u32 fd, u64 buf, u8 kind, u8 dir, lon
 		}
 		fill_l7(e, MAX_PAYLOAD, id, fd, dir, ret, sv, src, avail);
 	}
-	bpf_ringbuf_submit(e, batch_flags(&l7_events, &l7_last_wakeup_ns, e->ts, L7_WAKEUP_BYTES, sizeof(*e)));
+	bpf_ringbuf_submit(e, batch_flags(&l7_events, RING_L7, L7_WAKEUP_BYTES, sizeof(*e)));
 	return 0;
 }
 
@@ -607,9 +619,9 @@ static __always_inline void emit_tcp(u8 type, struct sock *sk, u32 tgid, u32 srt
 		e->bytes_received = BPF_CORE_READ(tp, bytes_received);
 	}
 	// Connection events feed counters and gauges, for which the batching
-	// delay (<= WAKEUP_NS) does not matter; with short-lived connections a
+	// delay (<= pollInterval) does not matter; with short-lived connections a
 	// wakeup per accept and close would cost more than the rest.
-	bpf_ringbuf_submit(e, batch_flags(&tcp_events, &tcp_last_wakeup_ns, e->ts, TCP_WAKEUP_BYTES, sizeof(*e)));
+	bpf_ringbuf_submit(e, batch_flags(&tcp_events, RING_TCP, TCP_WAKEUP_BYTES, sizeof(*e)));
 }
 
 static __always_inline int accept_exit(long ret)
