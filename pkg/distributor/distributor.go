@@ -204,10 +204,25 @@ func (d *Distributor) push(ctx context.Context, tenant string, req *prompb.Write
 		d.applyIngesterRejections(tenant, req, responses, &res, &rej)
 	}
 	res.Rejections = rej.list
-	if len(rej.list) > 0 {
+	if writeFailed(res) {
 		return res, partialError(res)
 	}
 	return res, nil
+}
+
+// writeFailed decides between 2xx and a partial-write 400 once everything refused is in
+// res.Rejections: any refusal fails the write except those failsWrite lets pass, and those
+// pass only if something of the request was written. A 2xx with nothing written reads to
+// a remote write 2.0 sender as "this receiver ignored the request"; the 400 says why.
+func writeFailed(res PushResult) bool {
+	soft := 0
+	for i := range res.Rejections {
+		if failsWrite(res.Rejections[i].Reason) {
+			return true
+		}
+		soft++
+	}
+	return soft > 0 && res.Samples+res.Histograms+res.Exemplars == 0
 }
 
 func (d *Distributor) rateLimitError(tenant string, n int, retryAfter time.Duration) *PushError {
@@ -395,17 +410,23 @@ func (d *Distributor) ingesterError(err error) *PushError {
 
 // applyIngesterRejections folds the ingesters' per-series refusals into the
 // result. With replication several ingesters report the same refusal, so
-// refusals are deduplicated by (reason, series), keeping the largest count.
+// refusals are merged by (reason, series): summed within one ingester's answer
+// (a request may carry a series in several entries, as Prometheus' queue
+// manager does with one entry per sample and per exemplar), and the largest
+// of those sums across replicas.
 func (d *Distributor) applyIngesterRejections(tenant string, req *prompb.WriteRequest, responses []instanceResponse, res *PushResult, rej *rejections) {
 	type agg struct {
 		r     ingclient.Rejection
 		count int64
+		// resp and sum are the response being summed and its sum so far.
+		resp int
+		sum  int64
 	}
 	var merged map[string]*agg
 	var order []string
 	res.Metadata = 0
 	rf := 0
-	for _, ir := range responses {
+	for respIdx, ir := range responses {
 		if ir.resp == nil {
 			continue
 		}
@@ -418,11 +439,15 @@ func (d *Distributor) applyIngesterRejections(tenant string, req *prompb.WriteRe
 			}
 			a, ok := merged[key]
 			if !ok {
-				a = &agg{r: r}
+				a = &agg{r: r, resp: respIdx}
 				merged[key] = a
 				order = append(order, key)
 			}
-			a.count = max(a.count, r.Count)
+			if a.resp != respIdx {
+				a.resp, a.sum = respIdx, 0
+			}
+			a.sum += r.Count
+			a.count = max(a.count, a.sum)
 		}
 	}
 	// Metadata is replicated too; report families, not copies.
@@ -478,5 +503,8 @@ func (d *Distributor) applyIngesterRejections(tenant string, req *prompb.WriteRe
 		}
 		rej.add(a.r.Reason, series, detail, s, h, e)
 		d.metrics.discard(tenant, a.r.Reason, s+h, e)
+		if !failsWrite(a.r.Reason) {
+			d.logger.Debug("exemplars refused by the ingesters; the write does not fail for them", "tenant", tenant, "reason", a.r.Reason, "series", series, "exemplars", e)
+		}
 	}
 }

@@ -53,6 +53,21 @@ func isExemplarReason(reason string) bool {
 	return false
 }
 
+// failsWrite reports whether a refusal of this reason makes the write partial (400).
+// Out-of-order and duplicate exemplars do not: a sender resending a request that was
+// stored (after a timeout or a 5xx) always produces them, and Prometheus' own receiver
+// does not fail a request for them either. A 400 would make the sender drop the batch as
+// non-retryable and count it failed although its samples are stored. They are still
+// counted in vigil_discarded_exemplars_total and left out of the written counts.
+// Invalid exemplars keep failing the write: the sender has to fix them.
+func failsWrite(reason string) bool {
+	switch reason {
+	case ReasonOutOfOrderExemplar, ReasonDuplicateExemplar:
+		return false
+	}
+	return true
+}
+
 // howToRaise tells the user which knob governs each reason. It is a function
 // rather than a map so the package has no globals.
 func howToRaise(reason string) string {
@@ -99,7 +114,8 @@ type Rejection struct {
 }
 
 // PushResult reports what a push wrote (after validation, limits and the
-// ingesters' own checks) and what it refused.
+// ingesters' own checks) and what it refused. Rejections may be non-empty on
+// success: refusals that do not fail a write (failsWrite) are listed too.
 type PushResult struct {
 	Samples, Histograms, Exemplars, Metadata int
 	Rejections                               []Rejection
@@ -107,9 +123,10 @@ type PushResult struct {
 
 // PushError is returned by PushMetrics when (part of) a request was not
 // written. Code is the HTTP status a write endpoint answers with: 400 when
-// some data was refused (the rest is written), 413 for a request too large,
-// 429 when rate limited (nothing written), 5xx when the ingesters could not be
-// reached (retry).
+// some data was refused (the rest is written; exemplars refused as out of
+// order or duplicate alone do not make a 400, see failsWrite), 413 for a
+// request too large, 429 when rate limited (nothing written), 5xx when the
+// ingesters could not be reached (retry).
 type PushError struct {
 	Code       int
 	RetryAfter time.Duration

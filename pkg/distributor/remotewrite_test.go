@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -582,17 +583,26 @@ func TestLimitsFollowRuntimeOverrides(t *testing.T) {
 // TestIngesterExemplarRejectionsKeepSamples: an exemplar the ingester refuses (older
 // than the series' newest exemplar, as a retried request with several exemplars per
 // series produces) is reported and counted as an exemplar, not as a sample: the
-// series' samples were stored and the written headers say so.
+// series' samples were stored and the written headers say so. Out-of-order and
+// duplicate exemplars do not fail the write (as with Prometheus' own receiver); an
+// invalid exemplar does.
 func TestIngesterExemplarRejectionsKeepSamples(t *testing.T) {
-	for _, reason := range []string{ReasonOutOfOrderExemplar, ReasonDuplicateExemplar, ReasonInvalidExemplar} {
-		t.Run(reason, func(t *testing.T) {
+	for _, tc := range []struct {
+		reason string
+		code   int
+	}{
+		{ReasonOutOfOrderExemplar, http.StatusNoContent},
+		{ReasonDuplicateExemplar, http.StatusNoContent},
+		{ReasonInvalidExemplar, http.StatusBadRequest},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
 			env := newTestEnv(t, envOptions{})
 			env.ingesters[0].reject = func(ts prompb.TimeSeries) *ingclient.Rejection {
 				if len(ts.Exemplars) == 0 {
 					return nil
 				}
 				// What pkg/ingester answers: the samples are appended, the exemplar is not.
-				return &ingclient.Rejection{Reason: reason, Series: labelsString(ts.Labels), Message: "exemplar at 2026-01-01T00:00:00Z: out of order exemplar", Count: 1}
+				return &ingclient.Rejection{Reason: tc.reason, Series: labelsString(ts.Labels), Message: "exemplar at 2026-01-01T00:00:00Z: out of order exemplar", Count: 1}
 			}
 			now := time.Now().UnixMilli()
 			b := newV2Builder()
@@ -603,22 +613,122 @@ func TestIngesterExemplarRejectionsKeepSamples(t *testing.T) {
 			code, body, hdr := env.post(t, "/api/v1/write", map[string]string{
 				"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request", "Content-Encoding": "snappy",
 			}, bytes.NewReader(b.encode(t)))
-			if code != http.StatusBadRequest {
-				t.Fatalf("status %d, want 400 partial write: %s", code, body)
+			if code != tc.code {
+				t.Fatalf("status %d, want %d: %s", code, tc.code, body)
 			}
-			mustContain(t, body, reason, "0 samples, 0 histograms and 1 exemplars were rejected", `http_requests_total{job="api"}`)
+			if tc.code == http.StatusBadRequest {
+				mustContain(t, body, tc.reason, "0 samples, 0 histograms and 1 exemplars were rejected", `http_requests_total{job="api"}`)
+			}
 			if got := hdr.Get("X-Prometheus-Remote-Write-Samples-Written"); got != "2" {
 				t.Errorf("samples written = %q, want 2 (the exemplar's series was stored)", got)
 			}
 			if got := hdr.Get("X-Prometheus-Remote-Write-Exemplars-Written"); got != "0" {
 				t.Errorf("exemplars written = %q, want 0", got)
 			}
-			if got := env.discarded("anonymous", reason); got != 0 {
-				t.Errorf("vigil_discarded_samples_total{reason=%s} = %v, want 0", reason, got)
+			if got := env.discarded("anonymous", tc.reason); got != 0 {
+				t.Errorf("vigil_discarded_samples_total{reason=%s} = %v, want 0", tc.reason, got)
 			}
-			if got := testutil.ToFloat64(env.d.metrics.discardedExemplar.WithLabelValues("anonymous", reason)); got != 1 {
-				t.Errorf("vigil_discarded_exemplars_total{reason=%s} = %v, want 1", reason, got)
+			if got := testutil.ToFloat64(env.d.metrics.discardedExemplar.WithLabelValues("anonymous", tc.reason)); got != 1 {
+				t.Errorf("vigil_discarded_exemplars_total{reason=%s} = %v, want 1", tc.reason, got)
 			}
 		})
 	}
+}
+
+// TestOutOfOrderExemplarsFromReplicasOfRepeatedEntries: Prometheus' queue manager sends
+// one entry per sample and per exemplar, so a series repeats within a request and an
+// ingester reports one refusal per entry. Those add up; the replicas' identical reports
+// do not. A write of nothing but refused exemplars is a 400, because a 2xx with nothing
+// written means "ignored" to a remote write 2.0 sender; a soft refusal next to a hard one
+// is listed in the 400 with it.
+func TestOutOfOrderExemplarsFromReplicasOfRepeatedEntries(t *testing.T) {
+	now := time.Now().UnixMilli()
+	lset := labels.FromStrings("__name__", "rpc_seconds", "job", "api")
+	exemplarEntry := func(b *v2Builder, i int) {
+		b.add(lset, writev2.TimeSeries{Exemplars: []writev2.Exemplar{{
+			LabelsRefs: b.st.SymbolizeLabels(labels.FromStrings("trace_id", fmt.Sprint(i)), nil), Value: float64(i), Timestamp: now - int64(10-i),
+		}}})
+	}
+	post := func(t *testing.T, env *testEnv, b *v2Builder) (int, string, http.Header) {
+		return env.post(t, "/api/v1/write", map[string]string{
+			"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request", "Content-Encoding": "snappy",
+		}, bytes.NewReader(b.encode(t)))
+	}
+	// The ingesters refuse every exemplar but the one with value 3 (the newest, a duplicate
+	// the TSDB takes as stored), and samples of pod="limited".
+	reject := func(ts prompb.TimeSeries) *ingclient.Rejection {
+		for _, l := range ts.Labels {
+			if l.Name == "pod" && l.Value == "limited" {
+				return &ingclient.Rejection{Reason: ingclient.ReasonPerUserSeriesLimit, Series: labelsString(ts.Labels), Message: "per-tenant series limit of 1 in-memory series reached", Count: int64(len(ts.Samples))}
+			}
+		}
+		if len(ts.Exemplars) == 1 && ts.Exemplars[0].Value != 3 {
+			return &ingclient.Rejection{Reason: ingclient.ReasonOutOfOrderExemplar, Series: labelsString(ts.Labels), Message: "out of order exemplar", Count: 1}
+		}
+		return nil
+	}
+	newEnv := func(t *testing.T) *testEnv {
+		env := newTestEnv(t, envOptions{ingesters: 3, rf: 3})
+		for _, fi := range env.ingesters {
+			fi.reject = reject
+		}
+		return env
+	}
+	ooo := func(env *testEnv) float64 {
+		return testutil.ToFloat64(env.d.metrics.discardedExemplar.WithLabelValues("anonymous", ReasonOutOfOrderExemplar))
+	}
+
+	t.Run("retry", func(t *testing.T) {
+		env := newEnv(t)
+		b := newV2Builder()
+		b.add(lset, writev2.TimeSeries{Samples: []writev2.Sample{{Value: 1, Timestamp: now}}})
+		for i := 1; i <= 3; i++ {
+			exemplarEntry(b, i)
+		}
+		code, body, hdr := post(t, env, b)
+		if code != http.StatusNoContent {
+			t.Fatalf("status %d, want 204: %s", code, body)
+		}
+		if got := hdr.Get("X-Prometheus-Remote-Write-Samples-Written"); got != "1" {
+			t.Errorf("samples written = %q, want 1", got)
+		}
+		if got := hdr.Get("X-Prometheus-Remote-Write-Exemplars-Written"); got != "1" {
+			t.Errorf("exemplars written = %q, want 1", got)
+		}
+		if got := ooo(env); got != 2 {
+			t.Errorf("vigil_discarded_exemplars_total{reason=out_of_order_exemplar} = %v, want 2 (two entries refused, reported by three replicas)", got)
+		}
+	})
+	t.Run("nothing written", func(t *testing.T) {
+		env := newEnv(t)
+		b := newV2Builder()
+		exemplarEntry(b, 1)
+		exemplarEntry(b, 2)
+		code, body, hdr := post(t, env, b)
+		if code != http.StatusBadRequest {
+			t.Fatalf("status %d, want 400: %s", code, body)
+		}
+		mustContain(t, body, "2 exemplars were rejected", ReasonOutOfOrderExemplar, "-ingester.out-of-order-time-window")
+		if got := hdr.Get("X-Prometheus-Remote-Write-Exemplars-Written"); got != "0" {
+			t.Errorf("exemplars written = %q, want 0", got)
+		}
+		if got := ooo(env); got != 2 {
+			t.Errorf("vigil_discarded_exemplars_total{reason=out_of_order_exemplar} = %v, want 2", got)
+		}
+	})
+	t.Run("next to a hard refusal", func(t *testing.T) {
+		env := newEnv(t)
+		b := newV2Builder()
+		b.add(lset, writev2.TimeSeries{Samples: []writev2.Sample{{Value: 1, Timestamp: now}}})
+		exemplarEntry(b, 1)
+		b.add(labels.FromStrings("__name__", "rpc_seconds", "pod", "limited"), writev2.TimeSeries{Samples: []writev2.Sample{{Value: 1, Timestamp: now}}})
+		code, body, hdr := post(t, env, b)
+		if code != http.StatusBadRequest {
+			t.Fatalf("status %d, want 400: %s", code, body)
+		}
+		mustContain(t, body, ReasonPerUserSeriesLimit, ReasonOutOfOrderExemplar, "1 samples, 0 histograms and 1 exemplars were rejected")
+		if got := hdr.Get("X-Prometheus-Remote-Write-Samples-Written"); got != "1" {
+			t.Errorf("samples written = %q, want 1", got)
+		}
+	})
 }

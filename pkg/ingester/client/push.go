@@ -19,9 +19,9 @@ const (
 	ReasonInvalidSeries        = "invalid_series"
 	ReasonInvalidHistogram     = "invalid_histogram"
 	ReasonInvalidExemplar      = "invalid_exemplar"
-	// Exemplar rejections: Prometheus' own receiver drops these silently; Vigil reports
-	// them so nothing vanishes unexplained, and the distributor decides whether they
-	// make a write partial (a retried request always produces duplicate exemplars).
+	// Exemplar rejections: Prometheus' own receiver drops these without failing the
+	// request; Vigil reports them so nothing vanishes unexplained. The distributor counts
+	// them but does not fail the write for them: a retried request always produces them.
 	ReasonOutOfOrderExemplar = "out_of_order_exemplar"
 	ReasonDuplicateExemplar  = "duplicate_exemplar"
 )
