@@ -141,7 +141,12 @@ func (v *vigil) initIngester() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	ing, err := ingester.New(v.cfg.Ingester, v.overrides.Overrides(), v.bucket, c, v.logger, v.reg)
+	cfg := v.cfg.Ingester
+	// The ingester enforces its share of the global series limits, which depends on how
+	// the distributors place series.
+	cfg.Ring.ReplicationFactor = v.cfg.Distributor.ReplicationFactor
+	cfg.Ring.ZoneAwarenessEnabled = v.cfg.Distributor.ZoneAwarenessEnabled
+	ing, err := ingester.New(cfg, v.overrides.Overrides(), v.bucket, c, v.logger, v.reg)
 	if err != nil {
 		return nil, fmt.Errorf("create ingester: %w", err)
 	}

@@ -106,6 +106,13 @@ type RingConfig struct {
 	// AutoForgetPeriods is how many heartbeat timeouts an unhealthy instance may stay in
 	// the ring before any healthy ingester removes it.
 	AutoForgetPeriods int `yaml:"auto_forget_unhealthy_periods"`
+
+	// ReplicationFactor and ZoneAwarenessEnabled are how the distributors place series
+	// (-ingester.ring.replication-factor, -ingester.ring.zone-awareness-enabled, registered
+	// by the distributor, which owns them); the caller copies them here so the ingester can
+	// enforce its share of the global series limits. 0 counts as 1.
+	ReplicationFactor    int  `yaml:"-"`
+	ZoneAwarenessEnabled bool `yaml:"-"`
 }
 
 // RingKey is the KV key of the ingester ring.
@@ -139,6 +146,8 @@ func (cfg *RingConfig) Validate() error {
 		return fmt.Errorf("ingester.ring.num-tokens must be positive, got %d", cfg.NumTokens)
 	case cfg.HeartbeatPeriod <= 0:
 		return fmt.Errorf("ingester.ring.heartbeat-period must be positive, got %s", cfg.HeartbeatPeriod)
+	case cfg.ReplicationFactor < 0:
+		return fmt.Errorf("ingester.ring.replication-factor must be at least 1, got %d", cfg.ReplicationFactor)
 	}
 	return nil
 }

@@ -37,8 +37,11 @@ type Ingester struct {
 	tsdbMetrics *tsdbMetrics
 
 	lifecycler *ring.BasicLifecycler // nil when no KV store was given
-	subs       *services.Manager
-	subsWatch  *services.FailureWatcher
+	// share is this ingester's part of the tenant-wide series limits, from the ring the
+	// lifecycler sees; never nil (without a ring the whole limit applies).
+	share     *ringShare
+	subs      *services.Manager
+	subsWatch *services.FailureWatcher
 	// unregisterLocal removes this ingester from the in-process Push and Series
 	// short-circuit (client.RegisterLocal); nil when not registered.
 	unregisterLocal func()
@@ -70,6 +73,7 @@ func New(cfg Config, limits Limits, bkt objstore.Bucket, ringStore kv.Client, lo
 		logger:  logger,
 		tsdbs:   map[string]*userTSDB{},
 		opening: map[string]*sync.Mutex{},
+		share:   newRingShare(cfg.Ring, logger),
 	}
 	i.metrics = newIngesterMetrics(reg, i)
 	i.tsdbMetrics = newTSDBMetrics()
@@ -79,7 +83,7 @@ func New(cfg Config, limits Limits, bkt objstore.Bucket, ringStore kv.Client, lo
 		}
 	}
 	if ringStore != nil {
-		lc, err := newLifecycler(cfg.Ring, ringStore, logger, reg)
+		lc, err := newLifecycler(cfg.Ring, ringStore, i.share, logger, reg)
 		if err != nil {
 			return nil, err
 		}

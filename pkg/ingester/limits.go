@@ -15,9 +15,11 @@ import (
 // Limits are the per-tenant limits the ingester enforces. Declared here (by the
 // consumer); pkg/util/validation.Overrides implements it.
 type Limits interface {
-	// MaxSeriesPerTenant is the maximum number of in-memory series of a tenant (0 = unlimited).
+	// MaxSeriesPerTenant is the maximum number of in-memory series of a tenant across all
+	// ingesters (0 = unlimited); each ingester enforces its share (ringShare).
 	MaxSeriesPerTenant(tenant string) int
-	// MaxSeriesPerMetric is the maximum number of in-memory series per metric name (0 = unlimited).
+	// MaxSeriesPerMetric is the maximum number of in-memory series per metric name across
+	// all ingesters (0 = unlimited); each ingester enforces its share.
 	MaxSeriesPerMetric(tenant string) int
 	// OutOfOrderTimeWindow is how far behind the newest sample a sample may still be accepted.
 	OutOfOrderTimeWindow(tenant string) time.Duration
@@ -26,16 +28,25 @@ type Limits interface {
 // seriesLimitError is returned from PreCreation; Push turns it into a rejection.
 type seriesLimitError struct {
 	reason string
-	limit  int
+	// limit is the configured (global) limit, local this ingester's share of it.
+	limit, local int
+	share        *limitShare
 }
 
-// Error says which limit was hit. How to raise it is added by the distributor, which
+// Error says which limit was hit and, when this ingester enforces only a share of it, how
+// large the share is and why. How to raise the limit is added by the distributor, which
 // knows the flag and override names (pkg/util/validation) the limits come from.
 func (e *seriesLimitError) Error() string {
+	var msg string
 	if e.reason == client.ReasonPerMetricSeriesLimit {
-		return fmt.Sprintf("per-metric series limit of %d in-memory series reached for this metric name", e.limit)
+		msg = fmt.Sprintf("per-metric series limit of %d in-memory series reached for this metric name", e.limit)
+	} else {
+		msg = fmt.Sprintf("per-tenant series limit of %d in-memory series reached", e.limit)
 	}
-	return fmt.Sprintf("per-tenant series limit of %d in-memory series reached", e.limit)
+	if e.local != e.limit && e.share != nil {
+		msg += fmt.Sprintf(" (the limit is across all ingesters: this ingester's share is %d, with %s)", e.local, e.share)
+	}
+	return msg
 }
 
 // seriesLimiter enforces series limits where series are created: in the TSDB head's
@@ -45,6 +56,7 @@ func (e *seriesLimitError) Error() string {
 type seriesLimiter struct {
 	tenant  string
 	limits  Limits
+	share   *ringShare // may be nil: the whole limit
 	enabled atomic.Bool
 	// numSeries reports the head's series count; set together with enabled.
 	numSeries atomic.Pointer[func() uint64]
@@ -56,8 +68,8 @@ type seriesLimiter struct {
 	refs *refCache
 }
 
-func newSeriesLimiter(tenant string, limits Limits, refs *refCache) *seriesLimiter {
-	return &seriesLimiter{tenant: tenant, limits: limits, perMetric: map[string]int{}, refs: refs}
+func newSeriesLimiter(tenant string, limits Limits, share *ringShare, refs *refCache) *seriesLimiter {
+	return &seriesLimiter{tenant: tenant, limits: limits, share: share, perMetric: map[string]int{}, refs: refs}
 }
 
 func (l *seriesLimiter) enable(numSeries func() uint64) {
@@ -70,21 +82,33 @@ func (l *seriesLimiter) PreCreation(lset labels.Labels) error {
 	if l.limits == nil || !l.enabled.Load() {
 		return nil
 	}
-	if max := l.limits.MaxSeriesPerTenant(l.tenant); max > 0 {
-		if n := l.numSeries.Load(); n != nil && (*n)() >= uint64(max) {
-			return &seriesLimitError{reason: client.ReasonPerUserSeriesLimit, limit: max}
+	share := l.share.load()
+	if global := l.limits.MaxSeriesPerTenant(l.tenant); global > 0 {
+		local := share.local(global)
+		if n := l.numSeries.Load(); n != nil && (*n)() >= uint64(local) {
+			return &seriesLimitError{reason: client.ReasonPerUserSeriesLimit, limit: global, local: local, share: share}
 		}
 	}
-	if max := l.limits.MaxSeriesPerMetric(l.tenant); max > 0 {
+	if global := l.limits.MaxSeriesPerMetric(l.tenant); global > 0 {
+		local := share.local(global)
 		name := lset.Get(labels.MetricName)
 		l.mtx.Lock()
 		n := l.perMetric[name]
 		l.mtx.Unlock()
-		if n >= max {
-			return &seriesLimitError{reason: client.ReasonPerMetricSeriesLimit, limit: max}
+		if n >= local {
+			return &seriesLimitError{reason: client.ReasonPerMetricSeriesLimit, limit: global, local: local, share: share}
 		}
 	}
 	return nil
+}
+
+// localLimits returns the limits this ingester enforces for the tenant now (0 = unlimited).
+func (l *seriesLimiter) localLimits() (perTenant, perMetric int) {
+	if l.limits == nil {
+		return 0, 0
+	}
+	share := l.share.load()
+	return share.local(l.limits.MaxSeriesPerTenant(l.tenant)), share.local(l.limits.MaxSeriesPerMetric(l.tenant))
 }
 
 // PostCreation implements tsdb.SeriesLifecycleCallback. It also runs during WAL replay,

@@ -42,5 +42,30 @@ func newIngesterMetrics(reg prometheus.Registerer, i *Ingester) *ingesterMetrics
 		}
 		return float64(n)
 	})
+	if reg != nil {
+		reg.MustRegister(localLimitsCollector{i: i})
+	}
 	return m
+}
+
+const localLimitsHelp = "Series limit this ingester enforces for a tenant: its share of the tenant-wide limit named by the limit label (limit * replication factor / healthy ingesters). Only tenants with an open TSDB and a non-zero limit."
+
+var localLimitsDesc = prometheus.NewDesc("vigil_ingester_local_series_limit", localLimitsHelp, []string{"tenant", "limit"}, nil)
+
+// localLimitsCollector exports the local series limits at scrape time, so an operator can
+// see why a tenant is refused below its configured limit.
+type localLimitsCollector struct{ i *Ingester }
+
+func (localLimitsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- localLimitsDesc }
+
+func (c localLimitsCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, u := range c.i.tenantDBs() {
+		perTenant, perMetric := u.limiter.localLimits()
+		if perTenant > 0 {
+			ch <- prometheus.MustNewConstMetric(localLimitsDesc, prometheus.GaugeValue, float64(perTenant), u.tenant, "max_global_series_per_user")
+		}
+		if perMetric > 0 {
+			ch <- prometheus.MustNewConstMetric(localLimitsDesc, prometheus.GaugeValue, float64(perMetric), u.tenant, "max_global_series_per_metric")
+		}
+	}
 }

@@ -81,7 +81,7 @@ func (i *Ingester) openTSDB(tenant string) (*userTSDB, error) {
 	u := &userTSDB{
 		tenant:   tenant,
 		dir:      dir,
-		limiter:  newSeriesLimiter(tenant, i.limits, refs),
+		limiter:  newSeriesLimiter(tenant, i.limits, i.share, refs),
 		refs:     refs,
 		logger:   i.logger.With("tenant", tenant),
 		metadata: map[string]familyMetadata{},

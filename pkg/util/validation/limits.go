@@ -79,8 +79,8 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&l.CreationGracePeriod, FlagCreationGracePeriod, 10*time.Minute, "Samples with timestamps further than this in the future are rejected. 0 disables the check.")
 	f.DurationVar(&l.PastGracePeriod, FlagPastGracePeriod, 0, "Samples with timestamps further than this in the past are rejected by the distributor. 0 disables the check (the ingester still refuses samples older than its head allows).")
 
-	f.IntVar(&l.MaxGlobalSeriesPerUser, FlagMaxGlobalSeriesPerUser, 150000, "Maximum number of in-memory series per tenant, across all ingesters. 0 disables the limit.")
-	f.IntVar(&l.MaxGlobalSeriesPerMetric, FlagMaxGlobalSeriesPerMetric, 0, "Maximum number of in-memory series per metric name per tenant, across all ingesters. 0 disables the limit.")
+	f.IntVar(&l.MaxGlobalSeriesPerUser, FlagMaxGlobalSeriesPerUser, 150000, "Maximum number of in-memory series per tenant, across all ingesters: each ingester enforces its share, limit * replication factor / healthy ingesters in the ring (never more than the limit, never less than 1). 0 disables the limit.")
+	f.IntVar(&l.MaxGlobalSeriesPerMetric, FlagMaxGlobalSeriesPerMetric, 0, "Maximum number of in-memory series per metric name per tenant, across all ingesters: each ingester enforces its share, limit * replication factor / healthy ingesters in the ring (never more than the limit, never less than 1). 0 disables the limit.")
 	f.DurationVar(&l.OutOfOrderTimeWindow, FlagOutOfOrderTimeWindow, 0, "How far back an out-of-order sample may be accepted into the head. 0 refuses out-of-order samples.")
 
 	f.Float64Var(&l.IngestionRateSpans, FlagIngestionRateSpans, 20000, "Per-tenant ingestion rate limit in spans per second, enforced by each distributor on what it receives. 0 disables the limit.")
