@@ -233,6 +233,22 @@ func requireRoot(t *testing.T) {
 	}
 }
 
+// waitPeerService waits until the agent names the local server at peer.
+func waitPeerService(t *testing.T, a *Agent, peer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := a.PeerService(peer)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("PeerService(%s) = %q, want %q", peer, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // forEachIOHookMode runs test once with each way the tracer can see socket
 // I/O: the sock_{recv,send}_length tracepoints this kernel has, and the
 // read/write syscall tracepoints that kernels before 6.3 use.
@@ -362,9 +378,7 @@ func testHTTPGoServerAndClientExactCounts(t *testing.T, cfg Config) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if got := a.PeerService(addr); got != "demo-http" {
-		t.Fatalf("PeerService(%s) = %q", addr, got)
-	}
+	waitPeerService(t, a, addr, "demo-http")
 }
 
 func TestRefusedConnectionCountedAsFailed(t *testing.T) {
@@ -475,14 +489,17 @@ func TestHTTPOverIPv6(t *testing.T) {
 	waitAtLeast(t, a, "tcp_connections_total", map[string]string{lService: "demo-http6", "direction": "inbound", lPeer: "::1"}, 1)
 }
 
-func TestResetsAndRTT(t *testing.T) {
-	a := startAgent(t, Config{})
+func TestResetsAndRTT(t *testing.T) { forEachIOHookMode(t, testResetsAndRTT) }
+
+func testResetsAndRTT(t *testing.T, cfg Config) {
+	a := startAgent(t, cfg)
 	h := startHelper(t, "reset", "OTEL_SERVICE_NAME=demo-reset")
 	addr := h.value("addr")
 	waitCount(t, a.Exported(), "tcp_resets_total", map[string]string{lService: "demo-reset", "direction": "sent", lPeer: "127.0.0.1"}, 1)
 	waitCount(t, a.Exported(), "tcp_resets_total", map[string]string{lService: "demo-reset", "direction": "received", lPeer: addr}, 1)
-	// Both ends received data ("hi", the handshake), so tcp_probe sampled
-	// the smoothed RTT of at least one of them.
+	// Both ends moved data ("hi"), so the smoothed RTT of at least one of
+	// them was sampled (from its I/O, or by tcp_probe with the syscall
+	// hooks).
 	waitAtLeast(t, a, "tcp_rtt_seconds", map[string]string{lService: "demo-reset"}, 1)
 }
 

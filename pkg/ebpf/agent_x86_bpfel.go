@@ -64,14 +64,15 @@ type agentSockKey struct {
 }
 
 type agentSockVal struct {
-	_      structs.HostLayout
-	Sk     uint64
-	Family uint16
-	Type   uint16
-	Sport  uint16
-	Dport  uint16
-	Saddr  [16]uint8
-	Daddr  [16]uint8
+	_            structs.HostLayout
+	Sk           uint64
+	LastSampleNs uint64
+	Family       uint16
+	Type         uint16
+	Sport        uint16
+	Dport        uint16
+	Saddr        [16]uint8
+	Daddr        [16]uint8
 }
 
 type agentTcpEvent struct {

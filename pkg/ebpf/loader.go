@@ -151,8 +151,8 @@ func Load(cfg Config) (*Tracer, error) {
 	// kernel has them (6.3+): they fire only for socket I/O, and the
 	// syscall's arguments are read from its saved registers. Elsewhere the
 	// entry and exit tracepoints of the read/write syscalls, which fire for
-	// every file and pipe too, see them. Never both: every event would count
-	// twice.
+	// every file and pipe too, see them, and tcp_probe samples RTT. Never
+	// both: every event would count twice.
 	sockLength := cfg.IOHooks != IOHooksSyscalls
 	if sockLength {
 		firstLink, firstHook, attachedBefore := len(t.links), len(t.hooks), attached
@@ -177,7 +177,7 @@ func Load(cfg Config) (*Tracer, error) {
 		}
 	}
 	for _, name := range names {
-		if slices.Contains(sockLengthPrograms, name) || (sockLength && slices.Contains(syscallIOPrograms, name)) {
+		if slices.Contains(sockLengthPrograms, name) || (sockLength && slices.Contains(fallbackPrograms, name)) {
 			continue
 		}
 		_ = attach(name) // failures are logged and reported per hook
@@ -211,13 +211,15 @@ func Load(cfg Config) (*Tracer, error) {
 }
 
 // sockLengthPrograms see socket I/O on kernels that have them;
-// syscallIOPrograms are the fallback (see Load).
+// fallbackPrograms do their work elsewhere (see Load): the read/write
+// syscall tracepoints, and tcp_probe, which samples RTT on every received
+// segment where sock_io samples it on the connection's I/O.
 var (
 	sockLengthPrograms = []string{"sock_recv_length", "sock_send_length"}
-	syscallIOPrograms  = []string{
+	fallbackPrograms   = []string{
 		"enter_read", "exit_read", "enter_write", "exit_write", "enter_readv", "exit_readv",
 		"enter_writev", "exit_writev", "enter_recvfrom", "exit_recvfrom", "enter_sendto", "exit_sendto",
-		"enter_recvmsg", "exit_recvmsg", "enter_sendmsg", "exit_sendmsg",
+		"enter_recvmsg", "exit_recvmsg", "enter_sendmsg", "exit_sendmsg", "tcp_probe",
 	}
 	errUnusedSockLength = errors.New("not used: its counterpart did not attach, the read/write syscall tracepoints are used instead")
 )
@@ -284,7 +286,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	go func() {
 		defer t.readers.Done()
 		var ev L7Event
-		errs <- t.readLoop(t.l7, pollInterval, func(b []byte) {
+		errs <- t.readLoop(t.l7, l7PollInterval, func(b []byte) {
 			if err := ev.decode(b); err == nil {
 				h.HandleL7(&ev)
 			}
@@ -293,7 +295,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	go func() {
 		defer t.readers.Done()
 		var ev TCPEvent
-		errs <- t.readLoop(t.tcp, pollInterval, func(b []byte) {
+		errs <- t.readLoop(t.tcp, tcpPollInterval, func(b []byte) {
 			if err := ev.decode(b); err == nil {
 				h.HandleTCP(&ev)
 			}

@@ -67,14 +67,17 @@ func TestLoadAttachesEveryHook(t *testing.T) {
 	hooks := hookSet(t, tr)
 	// This kernel (6.3+) has sock_{recv,send}_length: they see socket I/O,
 	// and the read/write syscall tracepoints are not attached at all.
-	if want := programCount(t) - len(syscallIOPrograms); len(hooks) != want {
+	if want := programCount(t) - len(fallbackPrograms); len(hooks) != want {
 		t.Errorf("%d hooks attached, want %d: %v", len(hooks), want, hooks)
 	}
 	for _, want := range []string{"sock/sock_recv_length", "sock/sock_send_length", "sock/inet_sock_set_state",
-		"tcp/tcp_probe", "syscalls/sys_exit_accept4", "syscalls/sys_enter_connect"} {
+		"tcp/tcp_retransmit_skb", "syscalls/sys_exit_accept4", "syscalls/sys_enter_connect"} {
 		if !hooks[want] {
 			t.Errorf("hook %s not attached", want)
 		}
+	}
+	if hooks["tcp/tcp_probe"] {
+		t.Errorf("tcp_probe attached next to sock_{recv,send}_length, which sample RTT")
 	}
 	for h := range hooks {
 		for _, io := range []string{"read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg"} {
@@ -109,7 +112,7 @@ func TestLoadAttachesSyscallIOHooks(t *testing.T) {
 	if hooks["sock/sock_recv_length"] || hooks["sock/sock_send_length"] {
 		t.Errorf("sock_{recv,send}_length attached next to the syscall I/O hooks")
 	}
-	for _, hook := range []string{"syscalls/sys_enter_read", "syscalls/sys_exit_read", "syscalls/sys_enter_sendmsg", "syscalls/sys_exit_recvfrom"} {
+	for _, hook := range []string{"syscalls/sys_enter_read", "syscalls/sys_exit_read", "syscalls/sys_enter_sendmsg", "syscalls/sys_exit_recvfrom", "tcp/tcp_probe"} {
 		if !hooks[hook] {
 			t.Errorf("hook %s not attached", hook)
 		}
@@ -135,9 +138,12 @@ func TestLoadFallsBackToSyscallIOHooks(t *testing.T) {
 	for _, h := range tr.Hooks() {
 		status[h.Hook] = h.Err
 	}
-	for _, name := range syscallIOPrograms {
-		dir, io, _ := strings.Cut(name, "_")
-		hook := "syscalls/sys_" + dir + "_" + io
+	for _, name := range fallbackPrograms {
+		hook := "tcp/tcp_probe"
+		if name != "tcp_probe" {
+			dir, io, _ := strings.Cut(name, "_")
+			hook = "syscalls/sys_" + dir + "_" + io
+		}
 		if err, ok := status[hook]; !ok || err != nil {
 			t.Errorf("fallback hook %s: present %v, err %v", hook, ok, err)
 		}
@@ -150,7 +156,7 @@ func TestLoadFallsBackToSyscallIOHooks(t *testing.T) {
 func TestLoadKeepsRunningWhenAHookFails(t *testing.T) {
 	requireRoot(t)
 	reg := prometheus.NewPedanticRegistry()
-	tr, err := Load(Config{Registerer: reg, hookOverride: map[string]string{"tcp_probe": "tcp/no_such_tracepoint"}})
+	tr, err := Load(Config{Registerer: reg, hookOverride: map[string]string{"tcp_retransmit_skb": "tcp/no_such_tracepoint"}})
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}

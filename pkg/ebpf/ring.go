@@ -14,10 +14,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pollInterval is how often a reader drains its ring while events flow:
-// L7 events and TCP connection events are submitted without waking it
-// (see batch_flags in agent.bpf.c), so this bounds their delay.
-const pollInterval = 100 * time.Millisecond
+// How often a reader drains its ring while events flow. L7 events and TCP
+// connection events are submitted without waking it (see batch_flags in
+// agent.bpf.c), so this bounds their delay; every drain is a wakeup of the
+// agent, which on a node with traffic is most of its fixed cost. Metrics
+// are exported every 15s and spans every 5s, so neither delay shows; the
+// L7 one is shorter because a batch is also a burst of agent CPU next to
+// the node's applications. Bursts of traffic that fill a ring faster wake
+// its reader early (the kernel's byte thresholds), and exec events, which
+// name processes that may be short-lived, wake it at once.
+const (
+	l7PollInterval  = 250 * time.Millisecond
+	tcpPollInterval = time.Second
+)
 
 // Layout of a BPF ring buffer record header (kernel/bpf/ringbuf.c): a
 // 32-bit length whose two top bits say the record is still being written or

@@ -35,7 +35,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 // L7 events and TCP samples do not wake the reader one by one: a wakeup
 // costs an IPI (a VM exit under virtualisation) in the traced task's
 // syscall and a reader round trip. While events flow, the reader drains on
-// its own timer (pollInterval in ring.go); the kernel wakes it only for the
+// its own timer (l7PollInterval, tcpPollInterval in ring.go); the kernel wakes it only for the
 // first record after it parked without a deadline (reader_parked, set by
 // user space once a whole interval passed without events, so an idle node
 // costs nothing) and when pending data crosses the ring's threshold (a
@@ -87,6 +87,9 @@ struct sock_key {
 
 struct sock_val {
 	u64 sk;
+	// last_sample_ns is when the connection's RTT and byte counters were
+	// last sampled from its I/O (sock_io).
+	u64 last_sample_ns;
 	u16 family;
 	u16 type;
 	u16 sport;
@@ -353,13 +356,40 @@ static __always_inline struct sock_val *lookup_fd(u32 tgid, u32 fd)
 	return track_fd(tgid, fd);
 }
 
+static __always_inline void emit_tcp(u8 type, struct sock *sk, u32 tgid, u32 srtt_us)
+{
+	struct tcp_event *e = bpf_ringbuf_reserve(&tcp_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(DROP_TCP);
+		return;
+	}
+	e->ts = bpf_ktime_get_ns();
+	e->sk = (u64)sk;
+	e->tgid = tgid;
+	e->type = type;
+	e->srtt_us = srtt_us;
+	e->pad = 0;
+	sk_addrs(sk, &e->family, &e->sport, &e->dport, e->saddr, e->daddr);
+	e->bytes_sent = 0;
+	e->bytes_received = 0;
+	if (type == TCP_EV_CLOSE || type == TCP_EV_SAMPLE) {
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
+		e->bytes_sent = BPF_CORE_READ(tp, bytes_acked);
+		e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	}
+	// Connection events feed counters and gauges, for which the batching
+	// delay (<= tcpPollInterval) does not matter; with short-lived connections a
+	// wakeup per accept and close would cost more than the rest.
+	bpf_ringbuf_submit(e, batch_flags(&tcp_events, RING_TCP, TCP_WAKEUP_BYTES, sizeof(*e)));
+}
+
 // ---- L7: read/write syscall family -------------------------------------
 
 // fill_l7 completes an event reserved with room for max payload bytes.
-static __always_inline void fill_l7(struct l7_event *e, u32 max, u64 id, u32 fd, u8 dir,
+static __always_inline void fill_l7(struct l7_event *e, u32 max, u64 now, u64 id, u32 fd, u8 dir,
 				    long ret, struct sock_val *sv, u64 src, u64 avail)
 {
-	e->ts = bpf_ktime_get_ns();
+	e->ts = now;
 	e->tgid = id >> 32;
 	e->tid = (u32)id;
 	e->fd = fd;
@@ -380,7 +410,7 @@ static __always_inline void fill_l7(struct l7_event *e, u32 max, u64 id, u32 fd,
 
 // emit_io sends the first bytes of ret bytes that a read/write-family
 // syscall of kind moved through buf on the known socket sv.
-static __always_inline int emit_io(u64 id, u32 fd, u64 buf, u8 kind, u8 dir, long ret, struct sock_val *sv)
+static __always_inline int emit_io(u64 now, u64 id, u32 fd, u64 buf, u8 kind, u8 dir, long ret, struct sock_val *sv)
 {
 	u64 src = buf;
 	u64 avail = ret;
@@ -410,14 +440,14 @@ static __always_inline int emit_io(u64 id, u32 fd, u64 buf, u8 kind, u8 dir, lon
 			count_drop(DROP_L7);
 			return 0;
 		}
-		fill_l7(e, SMALL_PAYLOAD, id, fd, dir, ret, sv, src, avail);
+		fill_l7(e, SMALL_PAYLOAD, now, id, fd, dir, ret, sv, src, avail);
 	} else {
 		e = bpf_ringbuf_reserve(&l7_events, sizeof(*e), 0);
 		if (!e) {
 			count_drop(DROP_L7);
 			return 0;
 		}
-		fill_l7(e, MAX_PAYLOAD, id, fd, dir, ret, sv, src, avail);
+		fill_l7(e, MAX_PAYLOAD, now, id, fd, dir, ret, sv, src, avail);
 	}
 	bpf_ringbuf_submit(e, batch_flags(&l7_events, RING_L7, L7_WAKEUP_BYTES, sizeof(*e)));
 	return 0;
@@ -486,7 +516,17 @@ static __always_inline int sock_io(void *skp, u16 family, u16 protocol, int ret,
 		sv = remember_sock(tgid, fd, sk, BPF_CORE_READ(sk, sk_type));
 	if (!sv)
 		return 0;
-	return emit_io(id, fd, buf, kind, dir, ret, sv);
+	u64 now = bpf_ktime_get_ns();
+	if (sv->type == 1 /* SOCK_STREAM */ && now - sv->last_sample_ns >= SAMPLE_INTERVAL_NS) {
+		// RTT and byte counters of live connections, at most once per
+		// second each, sampled here instead of in tcp_probe, which runs
+		// for every TCP segment the node receives.
+		sv->last_sample_ns = now;
+		struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sv->sk);
+		if (o && !o->closed)
+			emit_tcp(TCP_EV_SAMPLE, sk, o->tgid, BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3);
+	}
+	return emit_io(now, id, fd, buf, kind, dir, ret, sv);
 }
 
 SEC("tracepoint/sock/sock_recv_length")
@@ -542,7 +582,7 @@ static __always_inline int io_exit(long ret, u8 kind, u8 dir)
 	struct sock_val *sv = bpf_map_lookup_elem(&known_socks, &k);
 	if (!sv)
 		return 0;
-	return emit_io(id, args.fd, args.buf, args.kind, args.dir, ret, sv);
+	return emit_io(bpf_ktime_get_ns(), id, args.fd, args.buf, args.kind, args.dir, ret, sv);
 }
 
 #define IO_HOOKS(name, kind, dir)                                               \
@@ -597,32 +637,6 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-static __always_inline void emit_tcp(u8 type, struct sock *sk, u32 tgid, u32 srtt_us)
-{
-	struct tcp_event *e = bpf_ringbuf_reserve(&tcp_events, sizeof(*e), 0);
-	if (!e) {
-		count_drop(DROP_TCP);
-		return;
-	}
-	e->ts = bpf_ktime_get_ns();
-	e->sk = (u64)sk;
-	e->tgid = tgid;
-	e->type = type;
-	e->srtt_us = srtt_us;
-	e->pad = 0;
-	sk_addrs(sk, &e->family, &e->sport, &e->dport, e->saddr, e->daddr);
-	e->bytes_sent = 0;
-	e->bytes_received = 0;
-	if (type == TCP_EV_CLOSE || type == TCP_EV_SAMPLE) {
-		struct tcp_sock *tp = (struct tcp_sock *)sk;
-		e->bytes_sent = BPF_CORE_READ(tp, bytes_acked);
-		e->bytes_received = BPF_CORE_READ(tp, bytes_received);
-	}
-	// Connection events feed counters and gauges, for which the batching
-	// delay (<= pollInterval) does not matter; with short-lived connections a
-	// wakeup per accept and close would cost more than the rest.
-	bpf_ringbuf_submit(e, batch_flags(&tcp_events, RING_TCP, TCP_WAKEUP_BYTES, sizeof(*e)));
-}
 
 static __always_inline int accept_exit(long ret)
 {
@@ -707,7 +721,8 @@ int tcp_retransmit_skb(struct trace_event_raw_tcp_retransmit_skb *ctx)
 
 // tcp_probe fires for every segment received on an established socket; it is
 // sampled once per second per socket to report smoothed RTT and byte counters
-// of long-lived connections.
+// of long-lived connections. Only attached with the syscall I/O hooks: where
+// sock_{recv,send}_length are used, sock_io samples the connections instead.
 SEC("tracepoint/tcp/tcp_probe")
 int tcp_probe(struct trace_event_raw_tcp_probe *ctx)
 {
@@ -782,6 +797,8 @@ int sched_process_exec(struct trace_event_raw_sched_process_exec *ctx)
 	e->ts = bpf_ktime_get_ns();
 	e->tgid = tgid;
 	e->type = TCP_EV_EXEC;
-	bpf_ringbuf_submit(e, 0);
+	// Forced: the default wakes the reader only if it had read everything
+	// before this record, and batched TCP records may be pending.
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }
