@@ -236,10 +236,10 @@ func gatherValue(g prometheus.Gatherer, name string, labels map[string]string) f
 //
 // Knobs: VIGIL_BENCH_RATES (default "1000,5000" req/s), VIGIL_BENCH_HANDLER_WAIT
 // (a Go duration each request waits in the handler; default none), VIGIL_BENCH_SECONDS
-// (5 per phase), VIGIL_BENCH_ROUNDS (2 alternations of without/with, which
-// evens out drift in the load of a shared machine), VIGIL_BENCH_CPUPROFILE
-// (file prefix: CPU profile of this process during the paced runs with
-// the agent).
+// (5 per phase), VIGIL_BENCH_ROUNDS (2 pairs of without/with, in ABBA order;
+// figures are medians over the pairs), VIGIL_BENCH_LOAD_GOGC (the load
+// child's GOGC, default off), VIGIL_BENCH_CPUPROFILE (file prefix: CPU
+// profile of this process during the paced runs with the agent).
 func BenchmarkAgentOverhead(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("the agent benchmark needs root")

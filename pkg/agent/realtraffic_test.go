@@ -387,6 +387,47 @@ func testDNSLookups(t *testing.T, cfg Config) {
 	}
 }
 
+// glibc's resolver (getaddrinfo, used by C, Python, Ruby, Node and the JVM)
+// sends the A and AAAA queries of a lookup together in one sendmmsg and
+// reads the answers with recvfrom.
+func TestGlibcDNSLookups(t *testing.T) { forEachIOHookMode(t, testGlibcDNSLookups) }
+
+func testGlibcDNSLookups(t *testing.T, cfg Config) {
+	a := startAgent(t, cfg)
+	py := requireBinary(t, "python3")
+	unshare := requireBinary(t, "unshare")
+	server := dnsServer(t)
+	host, _, _ := net.SplitHostPort(server)
+	// The resolver reads its server from /etc/resolv.conf: the client gets
+	// its own in a private mount namespace.
+	conf := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(conf, []byte("nameserver "+host+"\noptions timeout:2 attempts:1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `import socket, sys
+for line in sys.stdin:
+    try:
+        socket.getaddrinfo(line.strip(), 80, proto=socket.IPPROTO_TCP)
+        print("ok", flush=True)
+    except socket.gaierror as e:
+        print("failed", e, flush=True)
+`
+	cmd := exec.Command(unshare, "-m", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec "$1" -u -c "$2"`, conf, py, script)
+	c := startClient(t, cmd, "OTEL_SERVICE_NAME=demo-glibc-dns")
+	const n = 3
+	for i := 0; i < n; i++ {
+		c.send(fmt.Sprintf("host%d.vigil.test.\n", i))
+	}
+	c.send("missing.vigil.test.\n")
+	for _, qt := range []string{"A", "AAAA"} {
+		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-glibc-dns", "dns_question_type": qt, "rcode": "NoError"}, n)
+		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-glibc-dns", "dns_question_type": qt, "rcode": "NXDomain"}, 1)
+	}
+	if out := c.close(); strings.Count(out, "ok") != n || !strings.Contains(out, "failed") {
+		t.Fatalf("lookups did not go as planned:\n%s", out)
+	}
+}
+
 // TestRemoteWriteAndOTLPExport checks what leaves the agent: remote-write
 // requests decoded as prompb and OTLP spans, both with the identity labels.
 func TestRemoteWriteAndOTLPExport(t *testing.T) {

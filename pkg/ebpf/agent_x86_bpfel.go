@@ -42,6 +42,15 @@ type agentL7Event struct {
 	Data     [512]uint8
 }
 
+type agentMmsgCursor struct {
+	_    structs.HostLayout
+	Vec  uint64
+	Vlen uint32
+	Next uint32
+	Fd   uint32
+	Pad  uint32
+}
+
 type agentProbeSlot struct {
 	_      structs.HostLayout
 	Sk     uint64
@@ -98,6 +107,7 @@ type agentTcpEvent struct {
 const (
 	agentMapActiveConnect     = "active_connect"
 	agentMapActiveIo          = "active_io"
+	agentMapActiveMmsg        = "active_mmsg"
 	agentMapDrops             = "drops"
 	agentMapKnownSocks        = "known_socks"
 	agentMapL7Events          = "l7_events"
@@ -110,7 +120,9 @@ const (
 	agentProgEnterRead        = "enter_read"
 	agentProgEnterReadv       = "enter_readv"
 	agentProgEnterRecvfrom    = "enter_recvfrom"
+	agentProgEnterRecvmmsg    = "enter_recvmmsg"
 	agentProgEnterRecvmsg     = "enter_recvmsg"
+	agentProgEnterSendmmsg    = "enter_sendmmsg"
 	agentProgEnterSendmsg     = "enter_sendmsg"
 	agentProgEnterSendto      = "enter_sendto"
 	agentProgEnterWrite       = "enter_write"
@@ -121,7 +133,9 @@ const (
 	agentProgExitRead         = "exit_read"
 	agentProgExitReadv        = "exit_readv"
 	agentProgExitRecvfrom     = "exit_recvfrom"
+	agentProgExitRecvmmsg     = "exit_recvmmsg"
 	agentProgExitRecvmsg      = "exit_recvmsg"
+	agentProgExitSendmmsg     = "exit_sendmmsg"
 	agentProgExitSendmsg      = "exit_sendmsg"
 	agentProgExitSendto       = "exit_sendto"
 	agentProgExitWrite        = "exit_write"
@@ -186,7 +200,9 @@ type agentProgramSpecs struct {
 	EnterRead        *ebpf.ProgramSpec `ebpf:"enter_read"`
 	EnterReadv       *ebpf.ProgramSpec `ebpf:"enter_readv"`
 	EnterRecvfrom    *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
+	EnterRecvmmsg    *ebpf.ProgramSpec `ebpf:"enter_recvmmsg"`
 	EnterRecvmsg     *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
+	EnterSendmmsg    *ebpf.ProgramSpec `ebpf:"enter_sendmmsg"`
 	EnterSendmsg     *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
 	EnterSendto      *ebpf.ProgramSpec `ebpf:"enter_sendto"`
 	EnterWrite       *ebpf.ProgramSpec `ebpf:"enter_write"`
@@ -197,7 +213,9 @@ type agentProgramSpecs struct {
 	ExitRead         *ebpf.ProgramSpec `ebpf:"exit_read"`
 	ExitReadv        *ebpf.ProgramSpec `ebpf:"exit_readv"`
 	ExitRecvfrom     *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg     *ebpf.ProgramSpec `ebpf:"exit_recvmmsg"`
 	ExitRecvmsg      *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
+	ExitSendmmsg     *ebpf.ProgramSpec `ebpf:"exit_sendmmsg"`
 	ExitSendmsg      *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
 	ExitSendto       *ebpf.ProgramSpec `ebpf:"exit_sendto"`
 	ExitWrite        *ebpf.ProgramSpec `ebpf:"exit_write"`
@@ -218,6 +236,7 @@ type agentProgramSpecs struct {
 type agentMapSpecs struct {
 	ActiveConnect *ebpf.MapSpec `ebpf:"active_connect"`
 	ActiveIo      *ebpf.MapSpec `ebpf:"active_io"`
+	ActiveMmsg    *ebpf.MapSpec `ebpf:"active_mmsg"`
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	KnownSocks    *ebpf.MapSpec `ebpf:"known_socks"`
 	L7Events      *ebpf.MapSpec `ebpf:"l7_events"`
@@ -258,6 +277,7 @@ func (o *agentObjects) Close() error {
 type agentMaps struct {
 	ActiveConnect *ebpf.Map `ebpf:"active_connect"`
 	ActiveIo      *ebpf.Map `ebpf:"active_io"`
+	ActiveMmsg    *ebpf.Map `ebpf:"active_mmsg"`
 	Drops         *ebpf.Map `ebpf:"drops"`
 	KnownSocks    *ebpf.Map `ebpf:"known_socks"`
 	L7Events      *ebpf.Map `ebpf:"l7_events"`
@@ -271,6 +291,7 @@ func (m *agentMaps) Close() error {
 	return _AgentClose(
 		m.ActiveConnect,
 		m.ActiveIo,
+		m.ActiveMmsg,
 		m.Drops,
 		m.KnownSocks,
 		m.L7Events,
@@ -299,7 +320,9 @@ type agentPrograms struct {
 	EnterRead        *ebpf.Program `ebpf:"enter_read"`
 	EnterReadv       *ebpf.Program `ebpf:"enter_readv"`
 	EnterRecvfrom    *ebpf.Program `ebpf:"enter_recvfrom"`
+	EnterRecvmmsg    *ebpf.Program `ebpf:"enter_recvmmsg"`
 	EnterRecvmsg     *ebpf.Program `ebpf:"enter_recvmsg"`
+	EnterSendmmsg    *ebpf.Program `ebpf:"enter_sendmmsg"`
 	EnterSendmsg     *ebpf.Program `ebpf:"enter_sendmsg"`
 	EnterSendto      *ebpf.Program `ebpf:"enter_sendto"`
 	EnterWrite       *ebpf.Program `ebpf:"enter_write"`
@@ -310,7 +333,9 @@ type agentPrograms struct {
 	ExitRead         *ebpf.Program `ebpf:"exit_read"`
 	ExitReadv        *ebpf.Program `ebpf:"exit_readv"`
 	ExitRecvfrom     *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg     *ebpf.Program `ebpf:"exit_recvmmsg"`
 	ExitRecvmsg      *ebpf.Program `ebpf:"exit_recvmsg"`
+	ExitSendmmsg     *ebpf.Program `ebpf:"exit_sendmmsg"`
 	ExitSendmsg      *ebpf.Program `ebpf:"exit_sendmsg"`
 	ExitSendto       *ebpf.Program `ebpf:"exit_sendto"`
 	ExitWrite        *ebpf.Program `ebpf:"exit_write"`
@@ -332,7 +357,9 @@ func (p *agentPrograms) Close() error {
 		p.EnterRead,
 		p.EnterReadv,
 		p.EnterRecvfrom,
+		p.EnterRecvmmsg,
 		p.EnterRecvmsg,
+		p.EnterSendmmsg,
 		p.EnterSendmsg,
 		p.EnterSendto,
 		p.EnterWrite,
@@ -343,7 +370,9 @@ func (p *agentPrograms) Close() error {
 		p.ExitRead,
 		p.ExitReadv,
 		p.ExitRecvfrom,
+		p.ExitRecvmmsg,
 		p.ExitRecvmsg,
+		p.ExitSendmmsg,
 		p.ExitSendmsg,
 		p.ExitSendto,
 		p.ExitWrite,

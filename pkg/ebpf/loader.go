@@ -219,7 +219,8 @@ var (
 	fallbackPrograms   = []string{
 		"enter_read", "exit_read", "enter_write", "exit_write", "enter_readv", "exit_readv",
 		"enter_writev", "exit_writev", "enter_recvfrom", "exit_recvfrom", "enter_sendto", "exit_sendto",
-		"enter_recvmsg", "exit_recvmsg", "enter_sendmsg", "exit_sendmsg", "tcp_probe",
+		"enter_recvmsg", "exit_recvmsg", "enter_sendmsg", "exit_sendmsg", "exit_recvmmsg", "exit_sendmmsg",
+		"tcp_probe",
 	}
 	errUnusedSockLength = errors.New("not used: its counterpart did not attach, the read/write syscall tracepoints are used instead")
 )

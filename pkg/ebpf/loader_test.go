@@ -71,7 +71,7 @@ func TestLoadAttachesEveryHook(t *testing.T) {
 		t.Errorf("%d hooks attached, want %d: %v", len(hooks), want, hooks)
 	}
 	for _, want := range []string{"sock/sock_recv_length", "sock/sock_send_length", "sock/inet_sock_set_state",
-		"tcp/tcp_retransmit_skb", "syscalls/sys_exit_accept4", "syscalls/sys_enter_connect"} {
+		"tcp/tcp_retransmit_skb", "syscalls/sys_exit_accept4", "syscalls/sys_enter_connect", "syscalls/sys_enter_sendmmsg"} {
 		if !hooks[want] {
 			t.Errorf("hook %s not attached", want)
 		}
@@ -112,7 +112,8 @@ func TestLoadAttachesSyscallIOHooks(t *testing.T) {
 	if hooks["sock/sock_recv_length"] || hooks["sock/sock_send_length"] {
 		t.Errorf("sock_{recv,send}_length attached next to the syscall I/O hooks")
 	}
-	for _, hook := range []string{"syscalls/sys_enter_read", "syscalls/sys_exit_read", "syscalls/sys_enter_sendmsg", "syscalls/sys_exit_recvfrom", "tcp/tcp_probe"} {
+	for _, hook := range []string{"syscalls/sys_enter_read", "syscalls/sys_exit_read", "syscalls/sys_enter_sendmsg", "syscalls/sys_exit_recvfrom",
+		"syscalls/sys_enter_sendmmsg", "syscalls/sys_exit_sendmmsg", "tcp/tcp_probe"} {
 		if !hooks[hook] {
 			t.Errorf("hook %s not attached", hook)
 		}

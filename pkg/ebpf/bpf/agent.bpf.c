@@ -59,7 +59,12 @@ enum tcp_ev_type {
 
 enum drop_idx { DROP_L7 = 0, DROP_TCP = 1, DROP_ARGS = 2, DROP_MAX = 4 };
 
-enum io_kind { IO_BUF = 0, IO_IOVEC = 1, IO_MSG = 2 };
+enum io_kind { IO_BUF = 0, IO_IOVEC = 1, IO_MSG = 2, IO_MMSG = 3 };
+
+// Messages of one sendmmsg/recvmmsg captured with the syscall I/O hooks,
+// which see the whole batch at exit (the sock tracepoints see every
+// message). glibc's resolver sends its A and AAAA queries in one sendmmsg.
+#define MAX_MMSG 4
 
 // x86_64 numbers of the syscalls whose socket I/O is captured.
 #define NR_read 0
@@ -70,6 +75,8 @@ enum io_kind { IO_BUF = 0, IO_IOVEC = 1, IO_MSG = 2 };
 #define NR_recvfrom 45
 #define NR_sendmsg 46
 #define NR_recvmsg 47
+#define NR_recvmmsg 299
+#define NR_sendmmsg 307
 #define IPPROTO_TCP_ 6
 #define IPPROTO_UDP_ 17
 
@@ -196,6 +203,26 @@ struct {
 	__type(key, u64);
 	__type(value, u32);
 } active_connect SEC(".maps");
+
+// The sendmmsg/recvmmsg in flight on a known socket, one entry per thread
+// (pid_tgid), written at syscall entry. The socket layer handles the
+// messages one after the other, so next says which one it is at.
+struct mmsg_cursor {
+	u64 vec;
+	u32 vlen;
+	u32 next;
+	u32 fd;
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct mmsg_cursor);
+} active_mmsg SEC(".maps");
+
+_Static_assert(sizeof(struct mmsghdr) == 64, "struct mmsghdr is 64 bytes on x86_64");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -498,6 +525,12 @@ static __always_inline int sock_io(void *skp, u16 family, u16 protocol, int ret,
 	case NR_sendmsg:
 		kind = IO_MSG, want = DIR_EGRESS;
 		break;
+	case NR_recvmmsg:
+		kind = IO_MMSG, want = DIR_INGRESS;
+		break;
+	case NR_sendmmsg:
+		kind = IO_MMSG, want = DIR_EGRESS;
+		break;
 	default:
 		return 0;
 	}
@@ -516,6 +549,14 @@ static __always_inline int sock_io(void *skp, u16 family, u16 protocol, int ret,
 		sv = remember_sock(tgid, fd, sk, BPF_CORE_READ(sk, sk_type));
 	if (!sv)
 		return 0;
+	if (kind == IO_MMSG) {
+		struct mmsg_cursor *c = bpf_map_lookup_elem(&active_mmsg, &id);
+		if (!c || c->vec != buf || c->next >= c->vlen)
+			return 0;
+		buf += (u64)c->next * sizeof(struct mmsghdr);
+		c->next++;
+		kind = IO_MSG;
+	}
 	u64 now = bpf_ktime_get_ns();
 	if (sv->type == 1 /* SOCK_STREAM */ && now - sv->last_sample_ns >= SAMPLE_INTERVAL_NS) {
 		// RTT and byte counters of live connections, at most once per
@@ -605,6 +646,72 @@ IO_HOOKS(recvfrom, IO_BUF, DIR_INGRESS)
 IO_HOOKS(sendto, IO_BUF, DIR_EGRESS)
 IO_HOOKS(recvmsg, IO_MSG, DIR_INGRESS)
 IO_HOOKS(sendmsg, IO_MSG, DIR_EGRESS)
+
+// ---- sendmmsg / recvmmsg -------------------------------------------------
+
+static __always_inline int mmsg_enter(u64 fd, u64 vec, u64 vlen)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (tgid == self_tgid || !lookup_fd(tgid, (u32)fd))
+		return 0;
+	struct mmsg_cursor c = { .vec = vec, .vlen = (u32)vlen, .fd = (u32)fd };
+	if (bpf_map_update_elem(&active_mmsg, &id, &c, BPF_ANY))
+		count_drop(DROP_ARGS);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return mmsg_enter(ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmmsg")
+int enter_recvmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return mmsg_enter(ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+
+// mmsg_exit emits the first MAX_MMSG of the ret messages a sendmmsg or
+// recvmmsg moved (syscall I/O hooks only); each one's size is the msg_len
+// the kernel wrote back.
+static __always_inline int mmsg_exit(long ret, u8 dir)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct mmsg_cursor *cp = bpf_map_lookup_elem(&active_mmsg, &id);
+	if (!cp)
+		return 0;
+	struct mmsg_cursor c = *cp;
+	bpf_map_delete_elem(&active_mmsg, &id);
+	if (ret <= 0)
+		return 0;
+	struct sock_key k = { .tgid = id >> 32, .fd = c.fd };
+	struct sock_val *sv = bpf_map_lookup_elem(&known_socks, &k);
+	if (!sv)
+		return 0;
+	u64 now = bpf_ktime_get_ns();
+	for (u32 i = 0; i < MAX_MMSG && i < (u64)ret; i++) {
+		struct mmsghdr *m = (struct mmsghdr *)(c.vec + (u64)i * sizeof(struct mmsghdr));
+		u32 len = 0;
+		if (bpf_probe_read_user(&len, sizeof(len), &m->msg_len) || len == 0)
+			continue;
+		emit_io(now, id, c.fd, (u64)m, IO_MSG, dir, len, sv);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return mmsg_exit(ctx->ret, DIR_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmmsg")
+int exit_recvmmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return mmsg_exit(ctx->ret, DIR_INGRESS);
+}
 
 // ---- connect / accept / close --------------------------------------------
 
