@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/vigil-obs/vigil/pkg/ebpf"
 )
@@ -93,6 +94,45 @@ func runHelper(mode string) error {
 			return fmt.Errorf("dial %s unexpectedly succeeded", addr)
 		}
 		fmt.Println("addr", addr)
+	case "dns-unconnected":
+		// Like musl's resolver: an unconnected UDP socket, each query a
+		// sendto naming the server, each answer a recvfrom.
+		server, err := net.ResolveUDPAddr("udp", os.Getenv("HELPER_DNS"))
+		if err != nil {
+			return err
+		}
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		names := []string{"missing.vigil.test."}
+		for i := 0; i < n; i++ {
+			names = append(names, fmt.Sprintf("host%d.vigil.test.", i))
+		}
+		buf := make([]byte, 1500)
+		id := uint16(0)
+		for _, name := range names {
+			for _, qt := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
+				id++
+				b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: id, RecursionDesired: true})
+				b.StartQuestions()
+				if err := b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName(name), Type: qt, Class: dnsmessage.ClassINET}); err != nil {
+					return err
+				}
+				q, err := b.Finish()
+				if err != nil {
+					return err
+				}
+				if _, err := pc.WriteToUDP(q, server); err != nil {
+					return err
+				}
+				pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, _, err := pc.ReadFromUDP(buf); err != nil {
+					return fmt.Errorf("answer to %s %v: %w", name, qt, err)
+				}
+			}
+		}
 	case "dns":
 		server := os.Getenv("HELPER_DNS")
 		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -387,6 +387,19 @@ func testDNSLookups(t *testing.T, cfg Config) {
 	}
 }
 
+func TestUnconnectedDNSLookups(t *testing.T) { forEachIOHookMode(t, testUnconnectedDNSLookups) }
+
+func testUnconnectedDNSLookups(t *testing.T, cfg Config) {
+	a := startAgent(t, cfg)
+	server := dnsServer(t)
+	const n = 3
+	startHelper(t, "dns-unconnected", "HELPER_N="+strconv.Itoa(n), "HELPER_DNS="+server, "OTEL_SERVICE_NAME=demo-musl-dns")
+	for _, qt := range []string{"A", "AAAA"} {
+		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-musl-dns", "dns_question_type": qt, "rcode": "NoError"}, n)
+		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-musl-dns", "dns_question_type": qt, "rcode": "NXDomain"}, 1)
+	}
+}
+
 // glibc's resolver (getaddrinfo, used by C, Python, Ruby, Node and the JVM)
 // sends the A and AAAA queries of a lookup together in one sendmmsg and
 // reads the answers with recvfrom.

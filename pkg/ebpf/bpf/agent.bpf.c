@@ -341,8 +341,11 @@ static __always_inline struct socket *fd_socket(u32 fd)
 
 // remember_sock fills v from sk (the socket behind fd of process tgid) and
 // records it in known_socks if it is an interesting one; it returns the
-// stored value (or NULL).
-static __always_inline struct sock_val *remember_sock(u32 tgid, u32 fd, struct sock *sk, u16 type)
+// stored value (or NULL). dest is the user address a sendto names (0 if
+// none): an unconnected UDP socket sending to port 53 is a DNS client too
+// (musl's resolver, used in Alpine images, never connects), and its peer
+// is the last server it sent to.
+static __always_inline struct sock_val *remember_sock(u32 tgid, u32 fd, struct sock *sk, u16 type, u64 dest)
 {
 	struct sock_val v = {};
 	v.sk = (u64)sk;
@@ -350,6 +353,18 @@ static __always_inline struct sock_val *remember_sock(u32 tgid, u32 fd, struct s
 	sk_addrs(sk, &v.family, &v.sport, &v.dport, v.saddr, v.daddr);
 	if (v.family != AF_INET && v.family != AF_INET6)
 		return NULL;
+	if (v.type == 2 /* SOCK_DGRAM */ && v.dport == 0 && dest) {
+		struct sockaddr_in6 sa = {};
+		if (bpf_probe_read_user(&sa, sizeof(sa), (void *)dest))
+			return NULL;
+		v.dport = bpf_ntohs(sa.sin6_port);
+		if (sa.sin6_family == AF_INET)
+			__builtin_memcpy(v.daddr, &((struct sockaddr_in *)&sa)->sin_addr, 4);
+		else if (sa.sin6_family == AF_INET6)
+			__builtin_memcpy(v.daddr, &sa.sin6_addr, 16);
+		else
+			return NULL;
+	}
 	// UDP is only interesting for DNS; everything else (QUIC, statsd, ...)
 	// would flood the ring buffer.
 	if (v.type == 2 /* SOCK_DGRAM */ && v.dport != 53)
@@ -362,8 +377,8 @@ static __always_inline struct sock_val *remember_sock(u32 tgid, u32 fd, struct s
 }
 
 // track_fd records fd as a known socket if it is an interesting one and
-// returns the stored value (or NULL).
-static __always_inline struct sock_val *track_fd(u32 tgid, u32 fd)
+// returns the stored value (or NULL); dest as in remember_sock.
+static __always_inline struct sock_val *track_fd(u32 tgid, u32 fd, u64 dest)
 {
 	struct socket *sock = fd_socket(fd);
 	if (!sock)
@@ -371,16 +386,17 @@ static __always_inline struct sock_val *track_fd(u32 tgid, u32 fd)
 	struct sock *sk = BPF_CORE_READ(sock, sk);
 	if (!sk)
 		return NULL;
-	return remember_sock(tgid, fd, sk, BPF_CORE_READ(sock, type));
+	return remember_sock(tgid, fd, sk, BPF_CORE_READ(sock, type), dest);
 }
 
-static __always_inline struct sock_val *lookup_fd(u32 tgid, u32 fd)
+static __always_inline struct sock_val *lookup_fd(u32 tgid, u32 fd, u64 dest)
 {
 	struct sock_key k = { .tgid = tgid, .fd = fd };
 	struct sock_val *v = bpf_map_lookup_elem(&known_socks, &k);
-	if (v)
+	// A sendto on a UDP socket may name another server than the last one.
+	if (v && !(dest && v->type == 2))
 		return v;
-	return track_fd(tgid, fd);
+	return track_fd(tgid, fd, dest);
 }
 
 static __always_inline void emit_tcp(u8 type, struct sock *sk, u32 tgid, u32 srtt_us)
@@ -543,10 +559,11 @@ static __always_inline int sock_io(void *skp, u16 family, u16 protocol, int ret,
 	struct sock *sk = skp;
 	struct sock_key k = { .tgid = tgid, .fd = fd };
 	struct sock_val *sv = bpf_map_lookup_elem(&known_socks, &k);
+	u64 dest = nr == NR_sendto ? BPF_CORE_READ(regs, r8) : 0;
 	// A different socket behind a remembered fd means the fd was closed
-	// and reused.
-	if (!sv || sv->sk != (u64)sk)
-		sv = remember_sock(tgid, fd, sk, BPF_CORE_READ(sk, sk_type));
+	// and reused; a sendto on a UDP socket may name another server.
+	if (!sv || sv->sk != (u64)sk || (dest && sv->type == 2))
+		sv = remember_sock(tgid, fd, sk, BPF_CORE_READ(sk, sk_type), dest);
 	if (!sv)
 		return 0;
 	if (kind == IO_MMSG) {
@@ -584,13 +601,13 @@ int sock_send_length(struct trace_event_raw_sock_msg_length *ctx)
 
 // ---- socket I/O from syscall entry and exit (kernels before 6.3) ---------
 
-static __always_inline int io_enter(u64 fd, u64 buf, u8 kind, u8 dir)
+static __always_inline int io_enter(u64 fd, u64 buf, u8 kind, u8 dir, u64 dest)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
 	if (tgid == self_tgid)
 		return 0;
-	if (!lookup_fd(tgid, (u32)fd))
+	if (!lookup_fd(tgid, (u32)fd, dest))
 		return 0;
 	struct io_args *a = bpf_map_lookup_elem(&active_io, &id);
 	if (a) {
@@ -626,11 +643,13 @@ static __always_inline int io_exit(long ret, u8 kind, u8 dir)
 	return emit_io(bpf_ktime_get_ns(), id, args.fd, args.buf, args.kind, args.dir, ret, sv);
 }
 
-#define IO_HOOKS(name, kind, dir)                                               \
+// dest is the argument that holds a destination address (sendto's), or
+// none.
+#define IO_HOOKS(name, kind, dir, dest)                                         \
 	SEC("tracepoint/syscalls/sys_enter_" #name)                             \
 	int enter_##name(struct trace_event_raw_sys_enter *ctx)                  \
 	{                                                                       \
-		return io_enter(ctx->args[0], ctx->args[1], kind, dir);         \
+		return io_enter(ctx->args[0], ctx->args[1], kind, dir, dest);   \
 	}                                                                       \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                              \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)                    \
@@ -638,14 +657,14 @@ static __always_inline int io_exit(long ret, u8 kind, u8 dir)
 		return io_exit(ctx->ret, kind, dir);                            \
 	}
 
-IO_HOOKS(read, IO_BUF, DIR_INGRESS)
-IO_HOOKS(write, IO_BUF, DIR_EGRESS)
-IO_HOOKS(readv, IO_IOVEC, DIR_INGRESS)
-IO_HOOKS(writev, IO_IOVEC, DIR_EGRESS)
-IO_HOOKS(recvfrom, IO_BUF, DIR_INGRESS)
-IO_HOOKS(sendto, IO_BUF, DIR_EGRESS)
-IO_HOOKS(recvmsg, IO_MSG, DIR_INGRESS)
-IO_HOOKS(sendmsg, IO_MSG, DIR_EGRESS)
+IO_HOOKS(read, IO_BUF, DIR_INGRESS, 0)
+IO_HOOKS(write, IO_BUF, DIR_EGRESS, 0)
+IO_HOOKS(readv, IO_IOVEC, DIR_INGRESS, 0)
+IO_HOOKS(writev, IO_IOVEC, DIR_EGRESS, 0)
+IO_HOOKS(recvfrom, IO_BUF, DIR_INGRESS, 0)
+IO_HOOKS(sendto, IO_BUF, DIR_EGRESS, ctx->args[4])
+IO_HOOKS(recvmsg, IO_MSG, DIR_INGRESS, 0)
+IO_HOOKS(sendmsg, IO_MSG, DIR_EGRESS, 0)
 
 // ---- sendmmsg / recvmmsg -------------------------------------------------
 
@@ -653,7 +672,7 @@ static __always_inline int mmsg_enter(u64 fd, u64 vec, u64 vlen)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
-	if (tgid == self_tgid || !lookup_fd(tgid, (u32)fd))
+	if (tgid == self_tgid || !lookup_fd(tgid, (u32)fd, 0))
 		return 0;
 	struct mmsg_cursor c = { .vec = vec, .vlen = (u32)vlen, .fd = (u32)fd };
 	if (bpf_map_update_elem(&active_mmsg, &id, &c, BPF_ANY))
@@ -740,7 +759,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	// Re-read the socket: connect() just set the peer address, and the fd
 	// may have been tracked before with an unconnected (zero) peer.
-	track_fd(id >> 32, fd);
+	track_fd(id >> 32, fd, 0);
 	return 0;
 }
 
@@ -751,7 +770,7 @@ static __always_inline int accept_exit(long ret)
 	u32 tgid = id >> 32;
 	if (ret < 0 || tgid == self_tgid)
 		return 0;
-	struct sock_val *v = track_fd(tgid, (u32)ret);
+	struct sock_val *v = track_fd(tgid, (u32)ret, 0);
 	if (!v || v->type != 1)
 		return 0;
 	u64 sk = v->sk;
