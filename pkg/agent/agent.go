@@ -39,6 +39,9 @@ type Config struct {
 	ProcRoot      string                   `yaml:"proc_root"`
 	// IOHooks is ebpf.Config.IOHooks.
 	IOHooks string `yaml:"io_hooks"`
+	// ListenDropsInterval is how often listen-queue drops are read (see
+	// listendrops.go).
+	ListenDropsInterval time.Duration `yaml:"listen_drops_interval"`
 	// SelfPID is the process excluded from tracing (default: this process).
 	// Tests set it to trace their own traffic.
 	SelfPID int `yaml:"-"`
@@ -51,6 +54,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.ListenAddress, "http.listen-address", ":9435", "Address of the agent's own /metrics endpoint. Empty disables it.")
 	f.StringVar(&c.HostName, "host-name", "", "host_name label value (default: the kernel hostname).")
 	f.StringVar(&c.ProcRoot, "proc-root", "/proc", "procfs mount used to name processes (e.g. /host/proc in a container).")
+	f.DurationVar(&c.ListenDropsInterval, "tcp.listen-drops-interval", 5*time.Second, "How often the listen-queue drops (TcpExt ListenDrops) of each network namespace with a listening process are read; they count as that service's failed inbound connections.")
 	f.StringVar(&c.IOHooks, "ebpf.io-hooks", ebpf.IOHooksAuto, "How socket reads and writes are seen: 'auto' uses the sock_recv_length/sock_send_length tracepoints (kernel 6.3+, socket I/O only) and falls back to the read/write syscall tracepoints; 'syscalls' always uses the latter.")
 }
 
@@ -94,6 +98,11 @@ type Agent struct {
 	localIPs       map[netip.Addr]bool
 	pids           map[uint32]*pidState
 
+	// listenWake asks listenDropsLoop for a sample (capacity 1).
+	listenWake              chan struct{}
+	listenDropsUnattributed prometheus.Counter
+	listenNamespaces        atomic.Int64
+
 	events    *prometheus.CounterVec
 	l7Events  prometheus.Counter
 	tcpEvents prometheus.Counter
@@ -131,6 +140,8 @@ type tcpConn struct {
 type pidState struct {
 	instance string
 	goneAt   time.Time
+	// listens counts the process's listening sockets.
+	listens int
 }
 
 // New builds an agent; it does not touch the kernel until Start.
@@ -170,6 +181,14 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_agent_l7_exchanges_total", Help: "Request/response pairs recognised, by protocol.",
 		}, []string{"protocol"}),
+		listenWake: make(chan struct{}, 1),
+		listenDropsUnattributed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_agent_listen_drops_unattributed_total",
+			Help: "Listen-queue drops in network namespaces where more than one service listens, which cannot be counted as one service's failed inbound connections.",
+		}),
+	}
+	if a.cfg.ListenDropsInterval <= 0 {
+		a.cfg.ListenDropsInterval = 5 * time.Second
 	}
 	var wall, mono unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
@@ -184,11 +203,13 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	a.self.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
-		a.events, a.exchanges,
+		a.events, a.exchanges, a.listenDropsUnattributed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vigil_agent_tracked_connections", Help: "TCP connections tracked in user space."},
 			func() float64 { a.mu.Lock(); defer a.mu.Unlock(); return float64(len(a.conns)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vigil_agent_tracked_processes", Help: "Processes with a cached service identity."},
 			func() float64 { return float64(a.resolver.Size()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vigil_agent_listen_namespaces", Help: "Network namespaces whose listen-queue drops are watched."},
+			func() float64 { return float64(a.listenNamespaces.Load()) }),
 	)
 	if cfg.RemoteWrite.URL != "" {
 		rw, err := export.NewRemoteWriter(cfg.RemoteWrite, logger, a.self)
@@ -247,6 +268,8 @@ func (a *Agent) Start(ctx context.Context) error {
 			a.logger.Error("tracer stopped", "err", err)
 		}
 	}()
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.listenDropsLoop(ctx, a.cfg.ListenDropsInterval) }()
 	if a.rw != nil {
 		a.wg.Add(2)
 		go func() { defer a.wg.Done(); a.rw.Run(ctx) }()
@@ -449,6 +472,20 @@ func (a *Agent) HandleTCP(ev *ebpf.TCPEvent) {
 		}
 		if ev.Type == ebpf.TCPAccept {
 			a.listeners[ev.Local] = svc
+		}
+		a.mu.Unlock()
+	case ebpf.TCPListen:
+		a.mu.Lock()
+		a.listeners[ev.Local] = svc
+		if st := a.pids[ev.PID]; st != nil {
+			st.listens++
+		}
+		a.mu.Unlock()
+		a.wakeListenDrops()
+	case ebpf.TCPUnlisten:
+		a.mu.Lock()
+		if st := a.pids[ev.PID]; st != nil && st.listens > 0 {
+			st.listens--
 		}
 		a.mu.Unlock()
 	case ebpf.TCPConnectFailed:

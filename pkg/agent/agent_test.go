@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,6 +162,8 @@ func runHelper(mode string) error {
 		}
 	case "retrans":
 		return retransHelper()
+	case "backlog":
+		return backlogHelper()
 	case "load":
 		return loadHelper()
 	case "pgext":
@@ -700,6 +703,49 @@ func pgExtendedHelper(addr string) error {
 		if state != want[i] {
 			return fmt.Errorf("batch %d: SQLSTATE %q, want %q", i, state, want[i])
 		}
+	}
+	return nil
+}
+
+// backlogHelper listens with a backlog of 0 and never accepts, prints its
+// address, and on "go" on stdin dials it HELPER_N times with a short timeout:
+// the first connection fills the accept queue, the SYNs of the others are
+// dropped by the listener. It prints "done" and waits for stdin to close.
+func backlogHelper() error {
+	n, _ := strconv.Atoi(os.Getenv("HELPER_N"))
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return err
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		return err
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	fmt.Println("addr", addr)
+	in := bufio.NewScanner(os.Stdin)
+	if !in.Scan() || in.Text() != "go" {
+		return fmt.Errorf("expected go on stdin")
+	}
+	var conns []net.Conn
+	for i := 0; i < n; i++ {
+		// Timeouts are expected: the listener drops these SYNs.
+		if c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond); err == nil {
+			conns = append(conns, c)
+		}
+	}
+	fmt.Println("done")
+	for in.Scan() {
+	}
+	for _, c := range conns {
+		c.Close()
 	}
 	return nil
 }

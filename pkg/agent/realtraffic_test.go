@@ -590,6 +590,68 @@ func seriesKey(lbls []prompb.Label) string {
 // TestRetransmitsAndBytes holds loopback down in a private network namespace
 // while a client sends, so the kernel must retransmit; then it checks the
 // retransmits and the exact byte counts of the connection.
+// Inbound connections the listener drops (accept queue full) are failed
+// inbound connections of the only service listening in that network
+// namespace.
+func TestInboundFailedFromListenDrops(t *testing.T) {
+	requireRoot(t)
+	ipBin := requireBinary(t, "ip")
+	a := startAgent(t, Config{ListenDropsInterval: 100 * time.Millisecond})
+	ns := fmt.Sprintf("vigil-agent-backlog-%d", rand.IntN(1_000_000))
+	if out, err := exec.Command(ipBin, "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(ipBin, "netns", "del", ns).Run() })
+	if out, err := exec.Command(ipBin, "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip link set lo up: %v: %s", err, out)
+	}
+	cmd := exec.Command(ipBin, "netns", "exec", ns, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "VIGIL_AGENT_HELPER=backlog", "HELPER_N=6", "OTEL_SERVICE_NAME=demo-backlog")
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(stdout)
+	var addr string
+	for addr == "" && sc.Scan() {
+		addr, _ = strings.CutPrefix(sc.Text(), "addr ")
+	}
+	// The agent names the listener from its listen() and takes a baseline
+	// of its namespace's drops before any happen.
+	waitPeerService(t, a, addr, "demo-backlog")
+	deadline := time.Now().Add(10 * time.Second)
+	for gatherValue(a.Self(), "vigil_agent_listen_namespaces", nil) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent does not watch the listener's network namespace")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	netstat := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/net/netstat"
+	drops := func() uint64 {
+		b, err := os.ReadFile(netstat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := parseListenDrops(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := drops()
+	io.WriteString(stdin, "go\n")
+	for sc.Scan() && sc.Text() != "done" {
+	}
+	dropped := drops() - before
+	if dropped == 0 {
+		t.Fatal("the listener dropped no SYN; the test did not provoke what it checks")
+	}
+	waitCount(t, a.Exported(), "tcp_connections_total", map[string]string{lService: "demo-backlog", "direction": "inbound", "result": "failed"}, float64(dropped))
+}
+
 func TestRetransmitsAndBytes(t *testing.T) { forEachIOHookMode(t, testRetransmitsAndBytes) }
 
 func testRetransmitsAndBytes(t *testing.T, cfg Config) {

@@ -60,6 +60,10 @@ const (
 	TCPResetReceived TCPEventType = 8
 	// ProcessExec reports a new program image in PID (no socket fields).
 	ProcessExec TCPEventType = 9
+	// TCPListen reports a socket of PID starting to listen on Local;
+	// TCPUnlisten, that it stopped.
+	TCPListen   TCPEventType = 10
+	TCPUnlisten TCPEventType = 11
 )
 
 func (t TCPEventType) String() string {
@@ -82,6 +86,10 @@ func (t TCPEventType) String() string {
 		return "reset_received"
 	case ProcessExec:
 		return "exec"
+	case TCPListen:
+		return "listen"
+	case TCPUnlisten:
+		return "unlisten"
 	}
 	return fmt.Sprintf("tcp_event(%d)", uint8(t))
 }

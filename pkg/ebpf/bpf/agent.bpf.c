@@ -55,6 +55,8 @@ enum tcp_ev_type {
 	TCP_EV_RESET_SENT = 7,
 	TCP_EV_RESET_RECEIVED = 8,
 	TCP_EV_EXEC = 9,
+	TCP_EV_LISTEN = 10,
+	TCP_EV_UNLISTEN = 11,
 };
 
 enum drop_idx { DROP_L7 = 0, DROP_TCP = 1, DROP_ARGS = 2, DROP_MAX = 4 };
@@ -810,19 +812,30 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	u64 sk = (u64)ctx->skaddr;
 	int os = ctx->oldstate, ns = ctx->newstate;
 
-	if (ns == TCP_SYN_SENT) {
-		// connect() runs this in the caller's context: remember the owner.
+	if (ns == TCP_SYN_SENT || ns == TCP_LISTEN) {
+		// connect() and listen() run this in the caller's context:
+		// remember the owner.
 		u32 tgid = bpf_get_current_pid_tgid() >> 32;
 		if (tgid == self_tgid)
 			return 0;
 		struct sk_owner o = { .tgid = tgid };
 		bpf_map_update_elem(&sk_owners, &sk, &o, BPF_ANY);
+		// A listener names its service before it accepts anything, and
+		// tells user space which processes' network namespaces to watch
+		// for listen-queue drops.
+		if (ns == TCP_LISTEN)
+			emit_tcp(TCP_EV_LISTEN, (struct sock *)sk, tgid, 0);
 		return 0;
 	}
 	struct sk_owner *o = bpf_map_lookup_elem(&sk_owners, &sk);
 	if (!o || o->closed)
 		return 0;
 	u32 tgid = o->tgid;
+	if (os == TCP_LISTEN) {
+		emit_tcp(TCP_EV_UNLISTEN, (struct sock *)sk, tgid, 0);
+		o->closed = 1;
+		return 0;
+	}
 	if (os == TCP_SYN_SENT && ns == TCP_ESTABLISHED) {
 		emit_tcp(TCP_EV_CONNECT, (struct sock *)sk, tgid, 0);
 		return 0;
