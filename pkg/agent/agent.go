@@ -140,8 +140,11 @@ type tcpConn struct {
 type pidState struct {
 	instance string
 	goneAt   time.Time
-	// listens counts the process's listening sockets.
-	listens int
+	// listens counts the process's listening sockets seen at listen();
+	// accepted says it accepted connections, which also finds listeners
+	// that were there before the agent.
+	listens  int
+	accepted bool
 }
 
 // New builds an agent; it does not touch the kernel until Start.
@@ -470,10 +473,17 @@ func (a *Agent) HandleTCP(ev *ebpf.TCPEvent) {
 			a.conns[ev.Sock] = &tcpConn{service: svc, instance: inst, direction: dir, peer: peer}
 			m.tcpActive.WithLabelValues(svc, inst, dir, peer).Inc()
 		}
+		newListener := false
 		if ev.Type == ebpf.TCPAccept {
 			a.listeners[ev.Local] = svc
+			if st := a.pids[ev.PID]; st != nil && !st.accepted {
+				st.accepted, newListener = true, st.listens == 0
+			}
 		}
 		a.mu.Unlock()
+		if newListener {
+			a.wakeListenDrops()
+		}
 	case ebpf.TCPListen:
 		a.mu.Lock()
 		a.listeners[ev.Local] = svc

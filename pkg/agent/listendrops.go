@@ -56,7 +56,7 @@ func (a *Agent) sampleListenDrops(prev map[uint64]uint64) {
 	a.mu.Lock()
 	pids := make([]uint32, 0, 8)
 	for pid, st := range a.pids {
-		if st.listens > 0 {
+		if st.listens > 0 || st.accepted {
 			pids = append(pids, pid)
 		}
 	}
