@@ -413,13 +413,7 @@ func benchWithout(b *testing.B, p *phaseTotals, rate int, secs float64) {
 // server-side requests the agent counted. With bpfStats, the programs' run
 // time is accounted (kernel.bpf_stats_enabled) and added to it.
 func benchWith(b *testing.B, p *phaseTotals, rate int, secs float64, round int, bpfStats *phaseTotals) (served float64, requests int) {
-	a, err := New(Config{}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := a.Start(b.Context()); err != nil {
-		b.Fatal(err)
-	}
+	a := startBenchAgent(b)
 	defer a.Stop()
 	var rt0 time.Duration
 	var runs0 uint64
@@ -484,7 +478,7 @@ func startProfile(b *testing.B, rate, round int) func() {
 	}
 }
 
-func benchUnpaced(b *testing.B, secs float64) {
+func startBenchAgent(b *testing.B) *Agent {
 	a, err := New(Config{}, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -492,6 +486,11 @@ func benchUnpaced(b *testing.B, secs float64) {
 	if err := a.Start(b.Context()); err != nil {
 		b.Fatal(err)
 	}
+	return a
+}
+
+func benchUnpaced(b *testing.B, secs float64) {
+	a := startBenchAgent(b)
 	defer a.Stop()
 	ev0 := gatherValue(a.Self(), "vigil_agent_events_processed_total", nil)
 	t0, c0 := time.Now(), selfCPU()

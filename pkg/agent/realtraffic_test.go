@@ -374,6 +374,17 @@ func dnsServer(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
+// waitDNSLookups waits for the lookups of the DNS tests: n names answered
+// (A with an address, AAAA with none) and one NXDOMAIN name, each looked up
+// as A and AAAA.
+func waitDNSLookups(t *testing.T, a *Agent, service string, n int) {
+	t.Helper()
+	for _, qt := range []string{"A", "AAAA"} {
+		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: service, "dns_question_type": qt, "rcode": "NoError"}, float64(n))
+		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: service, "dns_question_type": qt, "rcode": "NXDomain"}, 1)
+	}
+}
+
 func TestDNSLookups(t *testing.T) { forEachIOHookMode(t, testDNSLookups) }
 
 func testDNSLookups(t *testing.T, cfg Config) {
@@ -381,10 +392,7 @@ func testDNSLookups(t *testing.T, cfg Config) {
 	server := dnsServer(t)
 	const n = 4
 	startHelper(t, "dns", "HELPER_N="+strconv.Itoa(n), "HELPER_DNS="+server, "OTEL_SERVICE_NAME=demo-dns")
-	for _, qt := range []string{"A", "AAAA"} {
-		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-dns", "dns_question_type": qt, "rcode": "NoError"}, n)
-		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-dns", "dns_question_type": qt, "rcode": "NXDomain"}, 1)
-	}
+	waitDNSLookups(t, a, "demo-dns", n)
 }
 
 func TestUnconnectedDNSLookups(t *testing.T) { forEachIOHookMode(t, testUnconnectedDNSLookups) }
@@ -394,10 +402,7 @@ func testUnconnectedDNSLookups(t *testing.T, cfg Config) {
 	server := dnsServer(t)
 	const n = 3
 	startHelper(t, "dns-unconnected", "HELPER_N="+strconv.Itoa(n), "HELPER_DNS="+server, "OTEL_SERVICE_NAME=demo-musl-dns")
-	for _, qt := range []string{"A", "AAAA"} {
-		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-musl-dns", "dns_question_type": qt, "rcode": "NoError"}, n)
-		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-musl-dns", "dns_question_type": qt, "rcode": "NXDomain"}, 1)
-	}
+	waitDNSLookups(t, a, "demo-musl-dns", n)
 }
 
 // glibc's resolver (getaddrinfo, used by C, Python, Ruby, Node and the JVM)
@@ -432,10 +437,7 @@ for line in sys.stdin:
 		c.send(fmt.Sprintf("host%d.vigil.test.\n", i))
 	}
 	c.send("missing.vigil.test.\n")
-	for _, qt := range []string{"A", "AAAA"} {
-		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-glibc-dns", "dns_question_type": qt, "rcode": "NoError"}, n)
-		waitCount(t, a.Exported(), "dns_lookup_duration_seconds", map[string]string{lService: "demo-glibc-dns", "dns_question_type": qt, "rcode": "NXDomain"}, 1)
-	}
+	waitDNSLookups(t, a, "demo-glibc-dns", n)
 	if out := c.close(); strings.Count(out, "ok") != n || !strings.Contains(out, "failed") {
 		t.Fatalf("lookups did not go as planned:\n%s", out)
 	}
