@@ -3,10 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
@@ -24,19 +20,7 @@ import (
 // discardedExemplars reads vigil_discarded_exemplars_total{tenant="anonymous",reason} from /metrics.
 func discardedExemplars(t *testing.T, in *instance, reason string) float64 {
 	t.Helper()
-	resp, err := http.Get(in.URL("/metrics"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	re := regexp.MustCompile(`(?m)^vigil_discarded_exemplars_total\{[^}]*reason="` + regexp.QuoteMeta(reason) + `"[^}]*tenant="anonymous"[^}]*\} (\S+)$`)
-	m := re.FindSubmatch(body)
-	if m == nil {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
+	return discardedTotal(t, in, "vigil_discarded_exemplars_total", reason)
 }
 
 // storeV2WithExemplars sends series (samples, native histograms and exemplars) as one remote

@@ -64,8 +64,14 @@ func encodeRW1(t *testing.T, req *prompb.WriteRequest) []byte {
 	return snappy.Encode(nil, raw)
 }
 
-// discarded reads vigil_discarded_samples_total{reason} for tenant anonymous from /metrics.
+// discarded reads vigil_discarded_samples_total{tenant="anonymous",reason} from /metrics.
 func discarded(t *testing.T, in *instance, reason string) float64 {
+	t.Helper()
+	return discardedTotal(t, in, "vigil_discarded_samples_total", reason)
+}
+
+// discardedTotal reads metric{tenant="anonymous",reason} from /metrics (0 when absent).
+func discardedTotal(t *testing.T, in *instance, metric, reason string) float64 {
 	t.Helper()
 	resp, err := http.Get(in.URL("/metrics"))
 	if err != nil {
@@ -73,7 +79,8 @@ func discarded(t *testing.T, in *instance, reason string) float64 {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	re := regexp.MustCompile(`(?m)^vigil_discarded_samples_total\{[^}]*reason="` + regexp.QuoteMeta(reason) + `"[^}]*\} (\S+)$`)
+	// The text format sorts labels by name: reason comes before tenant.
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(metric) + `\{[^}]*reason="` + regexp.QuoteMeta(reason) + `"[^}]*tenant="anonymous"[^}]*\} (\S+)$`)
 	m := re.FindSubmatch(body)
 	if m == nil {
 		return 0
