@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gogo/protobuf/proto"
-	"github.com/golang/snappy"
 	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
@@ -52,11 +50,7 @@ func storeV2WithExemplars(ctx context.Context, c remote.WriteClient, series []pr
 		req.Timeseries = append(req.Timeseries, ts)
 	}
 	req.Symbols = st.Symbols()
-	raw, err := proto.Marshal(req)
-	if err != nil {
-		return remote.WriteResponseStats{}, err
-	}
-	return c.Store(ctx, snappy.Encode(nil, raw), 0)
+	return storeV2Request(ctx, c, req)
 }
 
 // TestRetriedWriteWithExemplarsSucceeds: Prometheus resends a request after a timeout or a

@@ -68,11 +68,7 @@ func storeV2(ctx context.Context, c remote.WriteClient, series []seriesV2) (remo
 		req.Timeseries = append(req.Timeseries, ts)
 	}
 	req.Symbols = st.Symbols()
-	raw, err := proto.Marshal(req)
-	if err != nil {
-		return remote.WriteResponseStats{}, err
-	}
-	return c.Store(ctx, snappy.Encode(nil, raw), 0)
+	return storeV2Request(ctx, c, req)
 }
 
 type seriesV2 struct {
@@ -115,4 +111,13 @@ func series(kv ...string) []prompb.Label {
 		out = append(out, prompb.Label{Name: kv[i], Value: kv[i+1]})
 	}
 	return out
+}
+
+// storeV2Request sends req, encoded as Prometheus' remote-write 2.0 client sends it.
+func storeV2Request(ctx context.Context, c remote.WriteClient, req *writev2.Request) (remote.WriteResponseStats, error) {
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		return remote.WriteResponseStats{}, err
+	}
+	return c.Store(ctx, snappy.Encode(nil, raw), 0)
 }
