@@ -72,6 +72,12 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Server.RegisterFlags(f)
 	setFlagDefault(f, "server.http-listen-port", "9009")
 	setFlagDefault(f, "server.grpc-listen-port", "9095")
+	// Vigil's own gRPC clients (ingester client) send keepalive pings every
+	// 20s, also on idle connections; dskit's defaults (5m, no pings without
+	// a stream) answer them with GOAWAY "too_many_pings", which closes the
+	// connection between roles and fails the RPCs in flight on it.
+	setFlagDefault(f, "server.grpc.keepalive.min-time-between-pings", ingclient.MinKeepaliveTime.String())
+	setFlagDefault(f, "server.grpc.keepalive.ping-without-stream-allowed", "true")
 	c.MemberlistKV.RegisterFlags(f)
 	// The single binary gossips with itself only; scale-out deployments set -memberlist.join.
 	setFlagDefault(f, "memberlist.bind-addr", "127.0.0.1")

@@ -58,6 +58,9 @@ func (cfg *Config) Validate() error {
 	if cfg.MaxSendMsgSize <= 0 {
 		return fmt.Errorf("ingester.client.grpc-max-send-msg-size must be positive, got %d", cfg.MaxSendMsgSize)
 	}
+	if cfg.KeepaliveTime > 0 && cfg.KeepaliveTime < MinKeepaliveTime {
+		return fmt.Errorf("ingester.client.grpc-keepalive-time must be 0 or at least %v (servers refuse more frequent pings), got %v", MinKeepaliveTime, cfg.KeepaliveTime)
+	}
 	return nil
 }
 
@@ -126,9 +129,19 @@ func DialOptions(cfg Config) []grpc.DialOption {
 // messages (prompb, storepb) with their generated methods. Servers without them still
 // work (google.golang.org/protobuf falls back to the same methods through its legacy
 // wrapper), only slower.
+// It also accepts the keepalive pings DialOptions sends (idle connections
+// included), which grpc-go's default policy answers with GOAWAY.
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.ForceServerCodecV2(Codec{})}
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(Codec{}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: MinKeepaliveTime, PermitWithoutStream: true}),
+	}
 }
+
+// MinKeepaliveTime is the shortest keepalive interval Vigil's gRPC servers
+// accept from clients; -ingester.client.grpc-keepalive-time may not be
+// shorter.
+const MinKeepaliveTime = 10 * time.Second
 
 // New returns a client for the ingester at addr ("host:port"). The connection is
 // established lazily on first use.
