@@ -73,15 +73,25 @@ func discarded(t *testing.T, in *instance, reason string) float64 {
 // discardedTotal reads metric{tenant="anonymous",reason} from /metrics (0 when absent).
 func discardedTotal(t *testing.T, in *instance, metric, reason string) float64 {
 	t.Helper()
+	return scrapeValue(t, in, metric, "reason", reason, "tenant", "anonymous")
+}
+
+// scrapeValue reads the first series of metric on /metrics whose labels
+// include the given name/value pairs (0 when there is none). The pairs must be
+// in label-name order, as the text format writes them.
+func scrapeValue(t *testing.T, in *instance, metric string, labelPairs ...string) float64 {
+	t.Helper()
 	resp, err := http.Get(in.URL("/metrics"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	// The text format sorts labels by name: reason comes before tenant.
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(metric) + `\{[^}]*reason="` + regexp.QuoteMeta(reason) + `"[^}]*tenant="anonymous"[^}]*\} (\S+)$`)
-	m := re.FindSubmatch(body)
+	pattern := `(?m)^` + regexp.QuoteMeta(metric) + `\{`
+	for i := 0; i+1 < len(labelPairs); i += 2 {
+		pattern += `[^}]*` + regexp.QuoteMeta(labelPairs[i]) + `="` + regexp.QuoteMeta(labelPairs[i+1]) + `"`
+	}
+	m := regexp.MustCompile(pattern + `[^}]*\} (\S+)$`).FindSubmatch(body)
 	if m == nil {
 		return 0
 	}
@@ -227,9 +237,23 @@ func TestLimitsAndBadInputThroughTheBinary(t *testing.T) {
 		{"unknown RW message", encodeRW1(t, mixed), map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v9.Request", "Content-Encoding": "snappy"}, http.StatusUnsupportedMediaType},
 		{"oversized", bytes.Repeat([]byte{'x'}, 200_000), rw1Headers, http.StatusRequestEntityTooLarge},
 	} {
+		// Refused before any sample is decoded, so they are counted per
+		// request, by status code.
+		answered := func() float64 {
+			return scrapeValue(t, in, "vigil_request_duration_seconds_count", "route", "api_v1_push", "status_code", strconv.Itoa(tc.code))
+		}
+		before := answered()
 		code, body := rawPush(t, in, tc.body, tc.header)
 		if code != tc.code || strings.TrimSpace(body) == "" {
 			t.Errorf("%s: %d %q, want %d with an explanation", tc.name, code, body, tc.code)
+		}
+		// The server records the request after the handler returned,
+		// which may be after the client read the answer.
+		for deadline := time.Now().Add(5 * time.Second); answered() < before+1 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := answered(); got != before+1 {
+			t.Errorf("%s: vigil_request_duration_seconds_count{route=\"api_v1_push\",status_code=\"%d\"} went from %v to %v, want one more", tc.name, tc.code, before, got)
 		}
 	}
 
