@@ -336,7 +336,7 @@ var dropReasons = [...]string{"l7_ringbuf_full", "tcp_ringbuf_full", "syscall_ar
 // it is meant for scrapes, not hot paths.
 func (t *Tracer) MapSizes() map[string]int {
 	out := map[string]int{}
-	for _, name := range []string{"known_socks", "sk_owners", "active_io", "active_connect"} {
+	for _, name := range []string{"known_socks", "sk_owners", "active_io", "active_connect", "active_mmsg"} {
 		m := t.maps.Maps[name]
 		n := 0
 		it := m.Iterate()
