@@ -203,8 +203,14 @@ func (s *Server) Series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServ
 
 // selectHints passes the engine's hints through, so a source can, for example, skip
 // chunks for series-only calls or read less for a known step and range.
+//
+// Trimming is disabled: chunks go out whole, as stored, like every Thanos store sends them.
+// A trimming TSDB chunk querier re-encodes each chunk that reaches past the range, and the
+// head's open chunk always does (the head index gives it an unbounded max time), so every
+// head series cost a sample-by-sample decode and re-encode. Samples outside the range are
+// harmless to PromQL, which selects each window's samples by timestamp itself.
 func selectHints(req *storepb.SeriesRequest) *storage.SelectHints {
-	h := &storage.SelectHints{Start: req.MinTime, End: req.MaxTime, Step: req.Step, Range: req.Range, Limit: int(req.Limit)}
+	h := &storage.SelectHints{Start: req.MinTime, End: req.MaxTime, Step: req.Step, Range: req.Range, Limit: int(req.Limit), DisableTrimming: true}
 	if qh := req.QueryHints; qh != nil {
 		h.Step = qh.StepMillis
 		if qh.Func != nil {
