@@ -265,7 +265,15 @@ func (g *StoreGateway) tenantQueryable(_ context.Context, tenant string) (storag
 type blockSet []*remoteBlock
 
 func (bs blockSet) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
-	var qs []storage.ChunkQuerier
+	var (
+		qs       []storage.ChunkQuerier
+		blocks   []*remoteBlock
+		disjoint = true
+	)
+	// Time order, so that the chunks of blocks with disjoint ranges are in order when
+	// concatenated.
+	bs = slices.Clone(bs)
+	slices.SortStableFunc(bs, func(a, b *remoteBlock) int { return cmp.Compare(a.meta.MinTime, b.meta.MinTime) })
 	for _, b := range bs {
 		if b.meta.MaxTime <= mint || b.meta.MinTime > maxt {
 			continue // block time ranges are half-open [min, max)
@@ -277,7 +285,11 @@ func (bs blockSet) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) 
 			}
 			return nil, fmt.Errorf("open block %s: %w", b.id, err)
 		}
+		if n := len(blocks); n > 0 && b.meta.MinTime < blocks[n-1].meta.MaxTime {
+			disjoint = false
+		}
 		qs = append(qs, q)
+		blocks = append(blocks, b)
 	}
 	switch len(qs) {
 	case 0:
@@ -285,7 +297,11 @@ func (bs blockSet) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) 
 	case 1:
 		return qs[0], nil
 	}
-	return storage.NewMergeChunkQuerier(qs, nil, concatOrCompactChunks), nil
+	return &blockSetQuerier{
+		ChunkQuerier: storage.NewMergeChunkQuerier(qs, nil, concatOrCompactChunks),
+		qs:           qs,
+		disjoint:     disjoint,
+	}, nil
 }
 
 // compactChunks merges overlapping chunks (replicated or not yet compacted blocks).
