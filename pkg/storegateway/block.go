@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
-	"github.com/prometheus/prometheus/tsdb/index"
 	"github.com/prometheus/prometheus/tsdb/tombstones"
 	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/thanos/pkg/block/metadata"
@@ -38,7 +37,7 @@ type remoteBlock struct {
 	cache *chunkCache
 	// loadIndex downloads the index file if it is not on local disk and opens it;
 	// removeIndex deletes the local file.
-	loadIndex   func(ctx context.Context) (*index.Reader, error)
+	loadIndex   func(ctx context.Context) (*blockIndex, error)
 	removeIndex func() error
 	indexes     *indexLRU
 	ctx         context.Context // cancelled when the store-gateway stops
@@ -55,10 +54,10 @@ type remoteBlock struct {
 	mtx            sync.Mutex
 	closing        bool
 	pendingReaders sync.WaitGroup
-	index          *index.Reader // nil while evicted from local disk; guarded by mtx
-	indexRefs      int           // queries using index; guarded by mtx
-	indexSize      int64         // size of the index file, known once loaded; guarded by mtx
-	loadMtx        sync.Mutex    // serialises (re)loading the index
+	index          *blockIndex // nil while evicted from local disk; guarded by mtx
+	indexRefs      int         // queries using index; guarded by mtx
+	indexSize      int64       // size of the index file, known once loaded; guarded by mtx
+	loadMtx        sync.Mutex  // serialises (re)loading the index
 
 	// Owned by indexes (guarded by its mutex).
 	lruElem  *list.Element
@@ -106,11 +105,11 @@ func (b *remoteBlock) Index() (tsdb.IndexReader, error) {
 		b.pendingReaders.Done()
 		return nil, err
 	}
-	return blockIndexReader{IndexReader: ir, b: b}, nil
+	return blockIndexReader{IndexReader: ir, ix: ir, b: b}, nil
 }
 
 // acquireIndex returns the open index with a reference held; releaseIndex drops it.
-func (b *remoteBlock) acquireIndex() (*index.Reader, error) {
+func (b *remoteBlock) acquireIndex() (*blockIndex, error) {
 	if ir := b.refIndex(); ir != nil {
 		b.indexes.touch(b)
 		return ir, nil
@@ -133,7 +132,7 @@ func (b *remoteBlock) acquireIndex() (*index.Reader, error) {
 	return ir, nil
 }
 
-func (b *remoteBlock) refIndex() *index.Reader {
+func (b *remoteBlock) refIndex() *blockIndex {
 	b.mtx.Lock()
 	defer b.mtx.Unlock()
 	if b.index != nil {
@@ -188,7 +187,8 @@ func (b *remoteBlock) Size() int64 {
 
 type blockIndexReader struct {
 	tsdb.IndexReader
-	b *remoteBlock
+	ix *blockIndex // the same index, for series()
+	b  *remoteBlock
 }
 
 // LabelNames adds matcher support, which the raw index reader lacks (the TSDB's own block
@@ -271,22 +271,29 @@ func (r blockChunkReader) Close() error {
 // ChunkOrIterable implements tsdb.ChunkReader. Chunk refs of persisted blocks are
 // segment<<32 | offset, the segment being the 0-based index of chunks/00000N.
 func (r blockChunkReader) ChunkOrIterable(meta chunks.Meta) (chunkenc.Chunk, chunkenc.Iterable, error) {
-	chk, ok, err := r.b.cache.getChunk(chunkKey{block: r.b.id, ref: uint64(meta.Ref)})
+	chk, err := r.b.chunk(meta.Ref)
+	return chk, nil, err
+}
+
+// chunk returns a chunk from the cache, or from the bucket (then caching it). The caller
+// must hold a read reference (Chunks).
+func (b *remoteBlock) chunk(ref chunks.ChunkRef) (chunkenc.Chunk, error) {
+	chk, ok, err := b.cache.getChunk(chunkKey{block: b.id, ref: uint64(ref)})
 	if err != nil {
-		return nil, nil, fmt.Errorf("block %s: decode chunk %d: %w", r.b.id, meta.Ref, err)
+		return nil, fmt.Errorf("block %s: decode chunk %d: %w", b.id, ref, err)
 	}
 	if ok {
-		return chk, nil, nil
+		return chk, nil
 	}
-	raw, err := r.b.fetchChunk(uint64(meta.Ref))
+	raw, err := b.fetchChunk(uint64(ref))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	chk, err = chunkenc.FromData(chunkenc.Encoding(raw[0]), raw[1:])
 	if err != nil {
-		return nil, nil, fmt.Errorf("block %s: decode chunk %d: %w", r.b.id, meta.Ref, err)
+		return nil, fmt.Errorf("block %s: decode chunk %d: %w", b.id, ref, err)
 	}
-	return chk, nil, nil
+	return chk, nil
 }
 
 // fetchChunk reads a chunk (the encoding byte followed by the chunk data) from the bucket

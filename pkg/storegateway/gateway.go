@@ -31,7 +31,6 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunks"
-	"github.com/prometheus/prometheus/tsdb/index"
 	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/thanos/pkg/block/metadata"
 	"github.com/thanos-io/thanos/pkg/info/infopb"
@@ -265,43 +264,41 @@ func (g *StoreGateway) tenantQueryable(_ context.Context, tenant string) (storag
 type blockSet []*remoteBlock
 
 func (bs blockSet) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
-	var (
-		qs       []storage.ChunkQuerier
-		blocks   []*remoteBlock
-		disjoint = true
-	)
+	q := &blockSetQuerier{disjoint: true}
+	fail := func(err error) (storage.ChunkQuerier, error) {
+		_ = q.Close()
+		return nil, err
+	}
 	// Time order, so that the chunks of blocks with disjoint ranges are in order when
 	// concatenated.
 	bs = slices.Clone(bs)
 	slices.SortStableFunc(bs, func(a, b *remoteBlock) int { return cmp.Compare(a.meta.MinTime, b.meta.MinTime) })
+	var qs []storage.ChunkQuerier
 	for _, b := range bs {
 		if b.meta.MaxTime <= mint || b.meta.MinTime > maxt {
 			continue // block time ranges are half-open [min, max)
 		}
-		q, err := tsdb.NewBlockChunkQuerier(b, mint, maxt)
+		bq, err := tsdb.NewBlockChunkQuerier(b, mint, maxt)
 		if err != nil {
-			for _, q := range qs {
-				_ = q.Close()
-			}
-			return nil, fmt.Errorf("open block %s: %w", b.id, err)
+			return fail(fmt.Errorf("open block %s: %w", b.id, err))
 		}
-		if n := len(blocks); n > 0 && b.meta.MinTime < blocks[n-1].meta.MaxTime {
-			disjoint = false
+		qs = append(qs, bq)
+		q.tsdbQueriers = qs
+		ir, err := b.Index()
+		if err != nil {
+			return fail(fmt.Errorf("open index of block %s: %w", b.id, err))
 		}
-		qs = append(qs, q)
-		blocks = append(blocks, b)
+		q.indexes = append(q.indexes, ir.(blockIndexReader))
+		if n := len(q.blocks); n > 0 && b.meta.MinTime < q.blocks[n-1].meta.MaxTime {
+			q.disjoint = false
+		}
+		q.blocks = append(q.blocks, b)
 	}
-	switch len(qs) {
-	case 0:
+	if len(qs) == 0 {
 		return storage.NoopChunkedQuerier(), nil
-	case 1:
-		return qs[0], nil
 	}
-	return &blockSetQuerier{
-		ChunkQuerier: storage.NewMergeChunkQuerier(qs, nil, concatOrCompactChunks),
-		qs:           qs,
-		disjoint:     disjoint,
-	}, nil
+	q.ChunkQuerier = storage.NewMergeChunkQuerier(qs, nil, concatOrCompactChunks)
+	return q, nil
 }
 
 // compactChunks merges overlapping chunks (replicated or not yet compacted blocks).
@@ -545,14 +542,14 @@ func (g *StoreGateway) loadBlock(ctx context.Context, tenant string, id ulid.ULI
 		id:    dir,
 		bkt:   g.bkt,
 		cache: g.cache,
-		loadIndex: func(ctx context.Context) (*index.Reader, error) {
+		loadIndex: func(ctx context.Context) (*blockIndex, error) {
 			if _, err := os.Stat(localIndex); err != nil {
 				if err := g.downloadIndex(ctx, path.Join(dir, "index"), localDir); err != nil {
 					return nil, err
 				}
 				g.indexDownloads.Inc()
 			}
-			ir, err := index.NewFileReader(localIndex, index.DecodePostingsRaw)
+			ir, err := openBlockIndex(localIndex)
 			if err != nil {
 				// A corrupt local copy is dropped so the next attempt downloads it again.
 				_ = os.RemoveAll(localDir)
