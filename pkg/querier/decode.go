@@ -129,9 +129,12 @@ type slabAllocator struct {
 	used []*[]byte
 }
 
-// alloc returns n bytes valid until the query's slabs are recycled.
+// alloc returns n bytes valid until the query's slabs are recycled. A request that does
+// not fit in the current slab starts a new one. Whole batched messages come here (64
+// series of a day of bucket chunks are ~300 KiB), so only requests larger than a slab
+// are left to the garbage collector.
 func (a *slabAllocator) alloc(n int) []byte {
-	if n > slabSize/4 {
+	if n > slabSize {
 		return make([]byte, n) // rare (huge messages): not worth a slab
 	}
 	if n > cap(a.cur)-len(a.cur) {
