@@ -31,10 +31,13 @@ const chunkReadAhead = 32 << 10
 // fetched on demand from the bucket through the shared chunk cache. It implements
 // tsdb.BlockReader so the TSDB's own block queriers select series.
 type remoteBlock struct {
-	meta  *metadata.Meta
-	id    string // tenant/ULID, also the bucket prefix of the block
-	bkt   objstore.BucketReader
-	cache *chunkCache
+	meta *metadata.Meta
+	id   string // tenant/ULID, also the bucket prefix of the block
+	// cacheID identifies the block's chunks in the chunk cache: a number is cheaper to
+	// hash and compare than id on every chunk lookup.
+	cacheID uint64
+	bkt     objstore.BucketReader
+	cache   *chunkCache
 	// loadIndex downloads the index file if it is not on local disk and opens it;
 	// removeIndex deletes the local file.
 	loadIndex   func(ctx context.Context) (*blockIndex, error)
@@ -278,7 +281,7 @@ func (r blockChunkReader) ChunkOrIterable(meta chunks.Meta) (chunkenc.Chunk, chu
 // chunk returns a chunk from the cache, or from the bucket (then caching it). The caller
 // must hold a read reference (Chunks).
 func (b *remoteBlock) chunk(ref chunks.ChunkRef) (chunkenc.Chunk, error) {
-	chk, ok, err := b.cache.getChunk(chunkKey{block: b.id, ref: uint64(ref)})
+	chk, ok, err := b.cache.getChunk(chunkKey{block: b.cacheID, ref: uint64(ref)})
 	if err != nil {
 		return nil, fmt.Errorf("block %s: decode chunk %d: %w", b.id, ref, err)
 	}
@@ -299,7 +302,7 @@ func (b *remoteBlock) chunk(ref chunks.ChunkRef) (chunkenc.Chunk, error) {
 // fetchChunk reads a chunk (the encoding byte followed by the chunk data) from the bucket
 // and caches it with the complete chunks that follow it in the same read.
 func (b *remoteBlock) fetchChunk(ref uint64) ([]byte, error) {
-	key := chunkKey{block: b.id, ref: ref}
+	key := chunkKey{block: b.cacheID, ref: ref}
 	seq, off := int(ref>>32), int64(uint32(ref))
 	name := path.Join(b.id, "chunks", fmt.Sprintf("%06d", seq+1))
 
@@ -352,7 +355,7 @@ func (b *remoteBlock) cacheFollowingChunks(segRef uint64, off int64, buf []byte,
 		}
 		data := make([]byte, end-pos-n)
 		copy(data, buf[pos+n:end])
-		b.cache.put(chunkKey{block: b.id, ref: segRef | uint64(off+int64(pos))}, data)
+		b.cache.put(chunkKey{block: b.cacheID, ref: segRef | uint64(off+int64(pos))}, data)
 		pos = end + crc32.Size
 	}
 }

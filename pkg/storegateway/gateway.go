@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -109,6 +110,8 @@ type StoreGateway struct {
 
 	// readAhead is the first range read size for chunks (chunkReadAhead; tests shrink it).
 	readAhead int64
+	// lastBlockID numbers loaded blocks for the chunk cache (remoteBlock.cacheID).
+	lastBlockID atomic.Uint64
 }
 
 var (
@@ -398,7 +401,7 @@ func (g *StoreGateway) sync(ctx context.Context) error {
 			if _, ok := next[tenant][id]; ok {
 				continue
 			}
-			g.cache.dropBlock(b.id)
+			g.cache.dropBlock(b.cacheID)
 			if err := b.close(); err != nil {
 				errs = append(errs, err)
 			}
@@ -538,10 +541,11 @@ func (g *StoreGateway) loadBlock(ctx context.Context, tenant string, id ulid.ULI
 	localDir := filepath.Join(g.cfg.DataDir, tenant, id.String())
 	localIndex := filepath.Join(localDir, "index")
 	b := &remoteBlock{
-		meta:  meta,
-		id:    dir,
-		bkt:   g.bkt,
-		cache: g.cache,
+		meta:    meta,
+		id:      dir,
+		cacheID: g.lastBlockID.Add(1),
+		bkt:     g.bkt,
+		cache:   g.cache,
 		loadIndex: func(ctx context.Context) (*blockIndex, error) {
 			if _, err := os.Stat(localIndex); err != nil {
 				if err := g.downloadIndex(ctx, path.Join(dir, "index"), localDir); err != nil {
