@@ -134,11 +134,21 @@ func TestAgentTelemetryArrivesInVigil(t *testing.T) {
 		servers := 0
 		for _, tr := range body.Data {
 			for _, sp := range tr.Spans {
+				tags := map[string]any{}
 				for _, tag := range sp.Tags {
-					if tag.Key == "span.kind" && tag.Value == "server" && strings.Contains(sp.OperationName, "/agent-e2e/") {
-						servers++
-					}
+					tags[tag.Key] = tag.Value
 				}
+				if tags["span.kind"] != "server" || !strings.Contains(sp.OperationName, "/agent-e2e/") {
+					continue
+				}
+				// Attributes as the semantic conventions type them (the status
+				// code and port are integers, JSON numbers here; the Jaeger
+				// API shows the status code under its older name).
+				if tags["http.request.method"] != "GET" || tags["http.status_code"] != float64(http.StatusTeapot) ||
+					tags["server.port"] == nil || !strings.HasPrefix(fmt.Sprint(tags["url.path"]), "/agent-e2e/") {
+					return fmt.Errorf("server span %q has tags %v", sp.OperationName, tags)
+				}
+				servers++
 			}
 		}
 		if servers != n {

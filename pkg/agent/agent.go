@@ -70,6 +70,10 @@ type Agent struct {
 	lastSweep uint64
 	// lastHintPID is the process of the previous L7 event, already named.
 	lastHintPID uint32
+	// spanAttrs is reused for every span's attributes (L7 goroutine only):
+	// the exporter encodes a span when it is added and keeps none of it.
+	spanAttrs   []export.Attr
+	addrStrings map[netip.Addr]string
 	// observers caches HTTP histogram children by label values (L7
 	// goroutine only): resolving them costs label hashing, UTF-8
 	// validation and formatting on every request otherwise. The cache is
@@ -178,6 +182,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 		pids:           map[uint32]*pidState{},
 		observers:      map[obsKey]prometheus.Observer{},
 		exchangeCounts: map[l7.Protocol]prometheus.Counter{},
+		addrStrings:    map[netip.Addr]string{},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_agent_events_processed_total", Help: "Events read from the kernel ring buffers, by kind (l7, tcp).",
 		}, []string{"kind"}),
@@ -613,9 +618,10 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 	svc, inst := a.identity(ex.PID, comm)
 	d := ex.Duration()
 	req, resp := &ex.Request, &ex.Response
+	var k obsKey
 	switch proto {
 	case l7.HTTP:
-		k := obsKey{svc: svc, inst: inst, method: req.Method, status: resp.Status, route: l7.Route(req.Path)}
+		k = obsKey{svc: svc, inst: inst, method: req.Method, status: resp.Status, route: l7.Route(req.Path)}
 		if ex.Role == l7.RoleServer {
 			k.server, k.local = true, ex.Local
 		} else {
@@ -644,7 +650,9 @@ func (a *Agent) record(ex *l7.Exchange, comm string) {
 		return
 	}
 	if a.spans != nil {
-		a.spans.Add(a.span(ex, svc, inst))
+		span := a.span(ex, svc, inst, &k)
+		a.spans.Add(&span)
+		a.spanAttrs = span.Attributes
 	}
 }
 
@@ -674,63 +682,81 @@ func (a *Agent) httpObserver(k obsKey) prometheus.Observer {
 // span builds the span of a recorded exchange. It is separate from record
 // because attributes cost allocations that the metrics-only hot path must
 // not pay.
-func (a *Agent) span(ex *l7.Exchange, svc, inst string) export.Span {
+// span builds the span of an exchange; for HTTP, http holds the route,
+// host and port its metrics were recorded with.
+func (a *Agent) span(ex *l7.Exchange, svc, inst string, http *obsKey) export.Span {
 	req, resp := &ex.Request, &ex.Response
 	span := export.Span{
 		ServiceName: svc, ServiceInstanceID: inst, HostName: a.host,
 		Start: a.wall(ex.Start), End: a.wall(ex.End), Kind: export.SpanKindClient,
-		Attributes: map[string]any{
-			"network.peer.address": ex.Remote.Addr().String(),
-			"network.peer.port":    int(ex.Remote.Port()),
-		},
+		Attributes: a.spanAttrs[:0],
 	}
-	set := func(k string, v any) { span.Attributes[k] = v }
+	str := func(k, v string) { span.Attributes = append(span.Attributes, export.StrAttr(k, v)) }
+	num := func(k string, v int) { span.Attributes = append(span.Attributes, export.IntAttr(k, int64(v))) }
+	str("network.peer.address", a.addrString(ex.Remote.Addr()))
+	num("network.peer.port", int(ex.Remote.Port()))
 	switch proto := req.Protocol; proto {
 	case l7.HTTP:
-		route := l7.Route(req.Path)
-		set("http.request.method", req.Method)
-		set("http.response.status_code", resp.Status)
-		set("url.path", req.Path)
+		route := http.route
+		str("http.request.method", req.Method)
+		num("http.response.status_code", resp.Status)
+		str("url.path", req.Path)
 		if ex.Role == l7.RoleServer {
 			span.Kind = export.SpanKindServer
 			span.Name = req.Method + " " + route
-			set("http.route", route)
-			set("server.address", ex.Local.Addr().String())
-			set("server.port", int(ex.Local.Port()))
+			str("http.route", route)
+			str("server.address", a.addrString(ex.Local.Addr()))
+			num("server.port", int(ex.Local.Port()))
 			span.Error = resp.Status >= 500
 		} else {
-			host, port := splitHostPort(req.Host, ex.Remote)
 			span.Name = req.Method
-			set("server.address", host)
-			if p, err := strconv.Atoi(port); err == nil {
-				set("server.port", p)
+			str("server.address", http.host)
+			if p, err := strconv.Atoi(http.port); err == nil {
+				num("server.port", p)
 			}
 			span.Error = resp.Status >= 400
 		}
 		if span.Error {
-			set("error.type", strconv.Itoa(resp.Status))
+			str("error.type", strconv.Itoa(resp.Status))
 		}
 	case l7.Postgres, l7.MySQL, l7.Redis:
 		span.Name = req.Operation
-		set("db.system.name", proto.String())
-		set("db.operation.name", req.Operation)
-		set("server.address", ex.Remote.Addr().String())
-		set("server.port", int(ex.Remote.Port()))
+		str("db.system.name", proto.String())
+		str("db.operation.name", req.Operation)
+		str("server.address", a.addrString(ex.Remote.Addr()))
+		num("server.port", int(ex.Remote.Port()))
 		if resp.ErrorType != "" {
 			span.Error = true
-			set("error.type", resp.ErrorType)
+			str("error.type", resp.ErrorType)
 			if proto == l7.Postgres || proto == l7.MySQL {
-				set("db.response.status_code", resp.ErrorType)
+				str("db.response.status_code", resp.ErrorType)
 			}
 		}
 	case l7.DNS:
 		span.Name = "DNS " + req.QType
-		set("dns.question.name", req.QName)
-		set("dns.question.type", req.QType)
-		set("dns.response_code", resp.RCode)
+		str("dns.question.name", req.QName)
+		str("dns.question.type", req.QType)
+		str("dns.response_code", resp.RCode)
 		span.Error = resp.RCode != "NoError"
 	}
 	return span
+}
+
+// maxCachedAddrs bounds Agent.addrStrings; peers are few on most nodes.
+const maxCachedAddrs = 4096
+
+// addrString is addr.String(), cached: spans name the same few addresses
+// over and over (L7 goroutine only).
+func (a *Agent) addrString(addr netip.Addr) string {
+	if s, ok := a.addrStrings[addr]; ok {
+		return s
+	}
+	if len(a.addrStrings) >= maxCachedAddrs {
+		clear(a.addrStrings)
+	}
+	s := addr.String()
+	a.addrStrings[addr] = s
+	return s
 }
 
 // CachedServiceName is the service name the agent has cached for pid, if

@@ -2,10 +2,12 @@ package agent
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -447,6 +449,10 @@ func benchWith(b *testing.B, p *phaseTotals, rate int, secs float64, round int, 
 		}
 	}
 	stopProfile()
+	if round == 0 {
+		b.Logf("exported during the first run with the agent: %.0f spans for %d requests (%.0f dropped)", gatherValue(a.Self(), "vigil_agent_spans_sent_total", nil),
+			res.requests, gatherValue(a.Self(), "vigil_agent_spans_dropped_total", nil))
+	}
 	if bpfStats != nil {
 		rt1, runs1, err := a.Tracer().RunTime()
 		if err != nil {
@@ -478,8 +484,30 @@ func startProfile(b *testing.B, rate, round int) func() {
 	}
 }
 
+// startBenchAgent starts an agent that exports as a user runs it: metrics by
+// remote write and one span per request by OTLP, to a sink in this process
+// that reads and discards the requests (so the sink's reads are billed to
+// the agent too). VIGIL_BENCH_EXPORT=0 starts it without exporters.
 func startBenchAgent(b *testing.B) *Agent {
-	a, err := New(Config{}, nil)
+	var cfg Config
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	args := []string{"-http.listen-address="}
+	if os.Getenv("VIGIL_BENCH_EXPORT") != "0" {
+		sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			if strings.HasSuffix(r.URL.Path, "/v1/traces") {
+				w.Header().Set("Content-Type", "application/x-protobuf")
+			}
+			w.WriteHeader(http.StatusOK)
+		}))
+		b.Cleanup(sink.Close)
+		args = append(args, "-remote-write.url="+sink.URL+"/api/v1/push", "-otlp.endpoint="+sink.URL+"/otlp")
+	}
+	if err := fs.Parse(args); err != nil {
+		b.Fatal(err)
+	}
+	a, err := New(cfg, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -511,9 +539,26 @@ func benchUnpaced(b *testing.B, secs float64) {
 
 // BenchmarkHandleL7 is the user-space cost of one HTTP exchange seen from
 // both sides (4 events: server read/write, client write/read), without the
-// kernel: parsing, pairing, naming and metric updates.
+// kernel: parsing, pairing, naming and metric updates; with spans, also
+// building and queueing the two spans and sending them (to a sink in this
+// process) every 1000 exchanges.
 func BenchmarkHandleL7(b *testing.B) {
-	a, err := New(Config{}, nil)
+	b.Run("metrics", func(b *testing.B) { benchHandleL7(b, Config{}) })
+	b.Run("metrics+spans", func(b *testing.B) {
+		sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))
+		defer sink.Close()
+		var cfg Config
+		fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+		cfg.RegisterFlags(fs)
+		if err := fs.Parse([]string{"-http.listen-address=", "-otlp.endpoint=" + sink.URL}); err != nil {
+			b.Fatal(err)
+		}
+		benchHandleL7(b, cfg)
+	})
+}
+
+func benchHandleL7(b *testing.B, cfg Config) {
+	a, err := New(cfg, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -534,6 +579,9 @@ func BenchmarkHandleL7(b *testing.B) {
 		a.HandleL7(ev(6, ts+1, ebpf.Ingress, srv, cli, req))
 		a.HandleL7(ev(6, ts+2, ebpf.Egress, srv, cli, resp))
 		a.HandleL7(ev(5, ts+3, ebpf.Ingress, cli, srv, resp))
+		if a.spans != nil && i%1000 == 999 {
+			a.spans.Flush(b.Context())
+		}
 	}
 	b.StopTimer()
 	if got := gatherValue(a.Exported(), "http_server_request_duration_seconds", nil); got != float64(b.N) {

@@ -226,10 +226,10 @@ func TestSpanExporter(t *testing.T) {
 	}
 	start := time.Unix(1700000000, 0)
 	for i := 0; i < 3; i++ {
-		e.Add(Span{ServiceName: "api", ServiceInstanceID: "h:1", HostName: "h", Name: "GET /users/{id}", Kind: SpanKindServer,
-			Start: start, End: start.Add(time.Millisecond), Attributes: map[string]any{"http.request.method": "GET", "http.response.status_code": 200}})
+		e.Add(&Span{ServiceName: "api", ServiceInstanceID: "h:1", HostName: "h", Name: "GET /users/{id}", Kind: SpanKindServer,
+			Start: start, End: start.Add(time.Millisecond), Attributes: []Attr{StrAttr("http.request.method", "GET"), IntAttr("http.response.status_code", 200)}})
 	}
-	e.Add(Span{ServiceName: "web", ServiceInstanceID: "h:2", Name: "SELECT", Kind: SpanKindClient, Start: start, End: start.Add(time.Second), Error: true})
+	e.Add(&Span{ServiceName: "web", ServiceInstanceID: "h:2", Name: "SELECT", Kind: SpanKindClient, Start: start, End: start.Add(time.Second), Error: true})
 	e.Flush(context.Background())
 	mu.Lock()
 	defer mu.Unlock()

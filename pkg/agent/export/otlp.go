@@ -3,7 +3,6 @@ package export
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,9 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
 // SpanKind of an observed request.
@@ -39,7 +35,7 @@ type Span struct {
 	Start, End        time.Time
 	Error             bool
 	StatusMessage     string
-	Attributes        map[string]any
+	Attributes        []Attr
 }
 
 // OTLPConfig configures span export.
@@ -71,9 +67,10 @@ type SpanExporter struct {
 	client *http.Client
 	logger *slog.Logger
 
-	mu   sync.Mutex
-	buf  []Span
-	wake chan struct{}
+	mu sync.Mutex
+	// queue holds the spans not yet sent, already encoded (see spanQueue).
+	queue spanQueue
+	wake  chan struct{}
 
 	sent    prometheus.Counter
 	dropped *prometheus.CounterVec
@@ -104,6 +101,7 @@ func NewSpanExporter(cfg OTLPConfig, logger *slog.Logger, reg prometheus.Registe
 		cfg: cfg, url: url, logger: logger,
 		client: &http.Client{Timeout: cfg.Timeout},
 		wake:   make(chan struct{}, 1),
+		queue:  newSpanQueue(),
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_agent_spans_sent_total", Help: "Spans accepted by the OTLP endpoint.",
 		}),
@@ -121,16 +119,17 @@ func NewSpanExporter(cfg OTLPConfig, logger *slog.Logger, reg prometheus.Registe
 	return e, nil
 }
 
-// Add buffers a span; it never blocks.
-func (e *SpanExporter) Add(s Span) {
+// Add queues a span; it never blocks. The span is encoded at once, so Add
+// keeps nothing of s: callers may reuse its Attributes.
+func (e *SpanExporter) Add(s *Span) {
 	e.mu.Lock()
-	if len(e.buf) >= e.cfg.QueueCapacity {
+	if e.queue.spans >= e.cfg.QueueCapacity {
 		e.mu.Unlock()
 		e.dropped.WithLabelValues("queue_full").Inc()
 		return
 	}
-	e.buf = append(e.buf, s)
-	full := len(e.buf) >= e.cfg.MaxBatch
+	e.queue.add(s)
+	full := e.queue.spans >= e.cfg.MaxBatch
 	e.mu.Unlock()
 	if full {
 		select {
@@ -165,47 +164,40 @@ func (e *SpanExporter) Flush(ctx context.Context) { e.flush(ctx, true) }
 func (e *SpanExporter) flush(ctx context.Context, retry bool) {
 	for {
 		e.mu.Lock()
-		n := min(len(e.buf), e.cfg.MaxBatch)
-		batch := append([]Span(nil), e.buf[:n]...)
-		e.buf = e.buf[n:]
+		// About 300 bytes per span: one allocation for most batches.
+		body, n := e.queue.take(make([]byte, 0, 320*min(e.queue.spans, e.cfg.MaxBatch)), e.cfg.MaxBatch)
 		e.mu.Unlock()
 		if n == 0 {
 			return
 		}
-		e.sendWithRetry(ctx, batch, retry)
+		e.sendWithRetry(ctx, body, n, retry)
 	}
 }
 
-func (e *SpanExporter) sendWithRetry(ctx context.Context, batch []Span, retry bool) {
-	body, err := ptraceotlp.NewExportRequestFromTraces(ToTraces(batch)).MarshalProto()
-	if err != nil {
-		e.logger.Warn("marshalling spans failed", "err", err)
-		e.dropped.WithLabelValues("rejected").Add(float64(len(batch)))
-		return
-	}
+func (e *SpanExporter) sendWithRetry(ctx context.Context, body []byte, spans int, retry bool) {
 	backoff := 200 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		err := e.post(ctx, body)
 		if err == nil {
-			e.sent.Add(float64(len(batch)))
+			e.sent.Add(float64(spans))
 			return
 		}
 		var perm errPermanent
 		if errors.As(err, &perm) {
-			e.logger.Warn("OTLP export rejected; dropping spans", "err", err, "spans", len(batch))
-			e.dropped.WithLabelValues("rejected").Add(float64(len(batch)))
+			e.logger.Warn("OTLP export rejected; dropping spans", "err", err, "spans", spans)
+			e.dropped.WithLabelValues("rejected").Add(float64(spans))
 			return
 		}
 		if !retry || attempt >= e.cfg.MaxRetries {
-			e.logger.Warn("OTLP export failed; dropping spans", "err", err, "spans", len(batch))
-			e.dropped.WithLabelValues("retries_exhausted").Add(float64(len(batch)))
+			e.logger.Warn("OTLP export failed; dropping spans", "err", err, "spans", spans)
+			e.dropped.WithLabelValues("retries_exhausted").Add(float64(spans))
 			return
 		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			e.dropped.WithLabelValues("retries_exhausted").Add(float64(len(batch)))
+			e.dropped.WithLabelValues("retries_exhausted").Add(float64(spans))
 			return
 		case <-t.C:
 		}
@@ -237,66 +229,4 @@ func (e *SpanExporter) post(ctx context.Context, body []byte) error {
 	default:
 		return errPermanent{fmt.Errorf("OTLP export to %s: %s: %s", e.url, resp.Status, bytes.TrimSpace(msg))}
 	}
-}
-
-// ToTraces converts spans to OTLP, one ResourceSpans per service instance.
-// Each observed request becomes its own trace: the agent cannot see
-// in-process context propagation.
-func ToTraces(spans []Span) ptrace.Traces {
-	td := ptrace.NewTraces()
-	byInstance := map[string]ptrace.SpanSlice{}
-	for _, s := range spans {
-		key := s.ServiceName + "\x00" + s.ServiceInstanceID
-		ss, ok := byInstance[key]
-		if !ok {
-			rs := td.ResourceSpans().AppendEmpty()
-			attrs := rs.Resource().Attributes()
-			attrs.PutStr("service.name", s.ServiceName)
-			attrs.PutStr("service.instance.id", s.ServiceInstanceID)
-			if s.HostName != "" {
-				attrs.PutStr("host.name", s.HostName)
-			}
-			attrs.PutStr("telemetry.sdk.name", "vigil-agent")
-			scope := rs.ScopeSpans().AppendEmpty()
-			scope.Scope().SetName("github.com/vigil-obs/vigil/pkg/agent")
-			ss = scope.Spans()
-			byInstance[key] = ss
-		}
-		sp := ss.AppendEmpty()
-		var tid pcommon.TraceID
-		var sid pcommon.SpanID
-		_, _ = rand.Read(tid[:])
-		_, _ = rand.Read(sid[:])
-		sp.SetTraceID(tid)
-		sp.SetSpanID(sid)
-		sp.SetName(s.Name)
-		if s.Kind == SpanKindServer {
-			sp.SetKind(ptrace.SpanKindServer)
-		} else {
-			sp.SetKind(ptrace.SpanKindClient)
-		}
-		sp.SetStartTimestamp(pcommon.NewTimestampFromTime(s.Start))
-		sp.SetEndTimestamp(pcommon.NewTimestampFromTime(s.End))
-		if s.Error {
-			sp.Status().SetCode(ptrace.StatusCodeError)
-			sp.Status().SetMessage(s.StatusMessage)
-		}
-		for k, v := range s.Attributes {
-			switch v := v.(type) {
-			case string:
-				sp.Attributes().PutStr(k, v)
-			case int:
-				sp.Attributes().PutInt(k, int64(v))
-			case int64:
-				sp.Attributes().PutInt(k, v)
-			case float64:
-				sp.Attributes().PutDouble(k, v)
-			case bool:
-				sp.Attributes().PutBool(k, v)
-			default:
-				sp.Attributes().PutStr(k, fmt.Sprint(v))
-			}
-		}
-	}
-	return td
 }
