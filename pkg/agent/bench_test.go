@@ -240,8 +240,10 @@ func gatherValue(g prometheus.Gatherer, name string, labels map[string]string) f
 // (a Go duration each request waits in the handler; default none), VIGIL_BENCH_SECONDS
 // (5 per phase), VIGIL_BENCH_ROUNDS (2 pairs of without/with, in ABBA order;
 // figures are medians over the pairs), VIGIL_BENCH_LOAD_GOGC (the load
-// child's GOGC, default off), VIGIL_BENCH_CPUPROFILE (file prefix: CPU
-// profile of this process during the paced runs with the agent).
+// child's GOGC, default off), VIGIL_BENCH_EXPORT (0: the agent exports
+// nothing; by default it sends metrics and spans to a sink, as users run
+// it), VIGIL_BENCH_CPUPROFILE (file prefix: CPU profile of this process
+// during the paced runs with the agent).
 func BenchmarkAgentOverhead(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("the agent benchmark needs root")
@@ -484,29 +486,10 @@ func startProfile(b *testing.B, rate, round int) func() {
 	}
 }
 
-// startBenchAgent starts an agent that exports as a user runs it: metrics by
-// remote write and one span per request by OTLP, to a sink in this process
-// that reads and discards the requests (so the sink's reads are billed to
-// the agent too). VIGIL_BENCH_EXPORT=0 starts it without exporters.
+// startBenchAgent starts an agent that exports as a user runs it (see
+// exportingConfig); VIGIL_BENCH_EXPORT=0 starts it without exporters.
 func startBenchAgent(b *testing.B) *Agent {
-	var cfg Config
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	cfg.RegisterFlags(fs)
-	args := []string{"-http.listen-address="}
-	if os.Getenv("VIGIL_BENCH_EXPORT") != "0" {
-		sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
-			if strings.HasSuffix(r.URL.Path, "/v1/traces") {
-				w.Header().Set("Content-Type", "application/x-protobuf")
-			}
-			w.WriteHeader(http.StatusOK)
-		}))
-		b.Cleanup(sink.Close)
-		args = append(args, "-remote-write.url="+sink.URL+"/api/v1/push", "-otlp.endpoint="+sink.URL+"/otlp")
-	}
-	if err := fs.Parse(args); err != nil {
-		b.Fatal(err)
-	}
+	cfg := exportingConfig(b, os.Getenv("VIGIL_BENCH_EXPORT") != "0", true)
 	a, err := New(cfg, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -515,6 +498,31 @@ func startBenchAgent(b *testing.B) *Agent {
 		b.Fatal(err)
 	}
 	return a
+}
+
+// exportingConfig is the agent's default configuration, with one span per
+// request sent by OTLP when spans is set, and metrics by remote write when
+// metrics is also set, to a sink in this process that reads and discards
+// the requests (so the sink's reads are billed to the agent too).
+func exportingConfig(b *testing.B, spans, metrics bool) Config {
+	var cfg Config
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	args := []string{"-http.listen-address="}
+	if spans {
+		sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+		}))
+		b.Cleanup(sink.Close)
+		args = append(args, "-otlp.endpoint="+sink.URL+"/otlp")
+		if metrics {
+			args = append(args, "-remote-write.url="+sink.URL+"/api/v1/push")
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		b.Fatal(err)
+	}
+	return cfg
 }
 
 func benchUnpaced(b *testing.B, secs float64) {
@@ -544,17 +552,7 @@ func benchUnpaced(b *testing.B, secs float64) {
 // process) every 1000 exchanges.
 func BenchmarkHandleL7(b *testing.B) {
 	b.Run("metrics", func(b *testing.B) { benchHandleL7(b, Config{}) })
-	b.Run("metrics+spans", func(b *testing.B) {
-		sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))
-		defer sink.Close()
-		var cfg Config
-		fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-		cfg.RegisterFlags(fs)
-		if err := fs.Parse([]string{"-http.listen-address=", "-otlp.endpoint=" + sink.URL}); err != nil {
-			b.Fatal(err)
-		}
-		benchHandleL7(b, cfg)
-	})
+	b.Run("metrics+spans", func(b *testing.B) { benchHandleL7(b, exportingConfig(b, true, false)) })
 }
 
 func benchHandleL7(b *testing.B, cfg Config) {
