@@ -166,6 +166,8 @@ func runHelper(mode string) error {
 		return backlogHelper()
 	case "load":
 		return loadHelper()
+	case "sink":
+		return sinkHelper()
 	case "pgext":
 		if err := pgExtendedHelper(os.Getenv("HELPER_PG")); err != nil {
 			return err

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -502,27 +501,67 @@ func startBenchAgent(b *testing.B) *Agent {
 
 // exportingConfig is the agent's default configuration, with one span per
 // request sent by OTLP when spans is set, and metrics by remote write when
-// metrics is also set, to a sink in this process that reads and discards
-// the requests (so the sink's reads are billed to the agent too).
+// metrics is also set, to a sink that reads and discards the requests. The
+// sink is a child process, as Vigil would be another one (on another node):
+// its CPU is not the agent's.
 func exportingConfig(b *testing.B, spans, metrics bool) Config {
 	var cfg Config
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	args := []string{"-http.listen-address="}
 	if spans {
-		sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
-		}))
-		b.Cleanup(sink.Close)
-		args = append(args, "-otlp.endpoint="+sink.URL+"/otlp")
+		url := startSink(b)
+		args = append(args, "-otlp.endpoint="+url+"/otlp")
 		if metrics {
-			args = append(args, "-remote-write.url="+sink.URL+"/api/v1/push")
+			args = append(args, "-remote-write.url="+url+"/api/v1/push")
 		}
 	}
 	if err := fs.Parse(args); err != nil {
 		b.Fatal(err)
 	}
 	return cfg
+}
+
+// sinkHelper serves HTTP on loopback, reading and discarding every request,
+// until its stdin is closed; it prints "sink <url>" first.
+func sinkHelper() error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listening: %w", err)
+	}
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+	}))
+	fmt.Printf("sink http://%s\n", l.Addr())
+	_, err = io.Copy(io.Discard, os.Stdin)
+	return err
+}
+
+func startSink(b *testing.B) string {
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
+	cmd.Env = append(os.Environ(), "VIGIL_AGENT_HELPER=sink", "OTEL_SERVICE_NAME=bench-sink")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("starting sink: %v", err)
+	}
+	b.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	url, ok := strings.CutPrefix(strings.TrimSpace(line), "sink ")
+	if err != nil || !ok {
+		b.Fatalf("sink said %q: %v", line, err)
+	}
+	return url
 }
 
 func benchUnpaced(b *testing.B, secs float64) {
