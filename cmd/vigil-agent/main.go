@@ -42,6 +42,7 @@ func run(args []string) error {
 		return fmt.Errorf("-log.level: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	agent.ApplyRuntimeSettings(cfg)
 	if cfg.RemoteWrite.URL == "" && cfg.OTLP.Endpoint == "" {
 		logger.Warn("neither -remote-write.url nor -otlp.endpoint is set: data is only visible on /metrics/exported")
 	}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,10 @@ type Config struct {
 	// ListenDropsInterval is how often listen-queue drops are read (see
 	// listendrops.go).
 	ListenDropsInterval time.Duration `yaml:"listen_drops_interval"`
+	// GCPercent and MemoryLimitMB are the Go runtime's GC target and soft
+	// memory limit for the agent's process (see ApplyRuntimeSettings).
+	GCPercent     int `yaml:"gc_percent"`
+	MemoryLimitMB int `yaml:"memory_limit_mb"`
 	// SelfPID is the process excluded from tracing (default: this process).
 	// Tests set it to trace their own traffic.
 	SelfPID int `yaml:"-"`
@@ -55,7 +60,22 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.HostName, "host-name", "", "host_name label value (default: the kernel hostname).")
 	f.StringVar(&c.ProcRoot, "proc-root", "/proc", "procfs mount used to name processes (e.g. /host/proc in a container).")
 	f.DurationVar(&c.ListenDropsInterval, "tcp.listen-drops-interval", 5*time.Second, "How often the listen-queue drops (TcpExt ListenDrops) of each network namespace with a listening process are read; they count as that service's failed inbound connections.")
+	f.IntVar(&c.GCPercent, "runtime.gc-percent", 400, "Go garbage collection target (GOGC) of the agent; the GOGC environment variable wins. The agent's live heap is a few MB, so Go's default of 100 collects every half second under load.")
+	f.IntVar(&c.MemoryLimitMB, "runtime.memory-limit-mb", 80, "Soft memory limit of the agent's Go heap in MiB (GOMEMLIMIT wins): the collector works harder near it, keeping the raised GC target from growing the heap. 0 disables it.")
 	f.StringVar(&c.IOHooks, "ebpf.io-hooks", ebpf.IOHooksAuto, "How socket reads and writes are seen: 'auto' uses the sock_recv_length/sock_send_length tracepoints (kernel 6.3+, socket I/O only) and falls back to the read/write syscall tracepoints; 'syscalls' always uses the latter.")
+}
+
+// ApplyRuntimeSettings sets the process's garbage-collection target and soft
+// memory limit from cfg, unless GOGC or GOMEMLIMIT are set in the
+// environment. They are process-wide, so the program hosting the agent
+// calls it (vigil-agent's main), not New.
+func ApplyRuntimeSettings(cfg Config) {
+	if _, ok := os.LookupEnv("GOGC"); !ok && cfg.GCPercent > 0 {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok && cfg.MemoryLimitMB > 0 {
+		debug.SetMemoryLimit(int64(cfg.MemoryLimitMB) << 20)
+	}
 }
 
 // Agent consumes tracer events. Create it with New, then Start.

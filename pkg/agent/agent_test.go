@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -750,4 +751,27 @@ func backlogHelper() error {
 		c.Close()
 	}
 	return nil
+}
+
+// TestApplyRuntimeSettings checks that the agent's GC flags take effect and
+// that GOGC and GOMEMLIMIT in the environment win over them.
+func TestApplyRuntimeSettings(t *testing.T) {
+	oldGC, oldLimit := debug.SetGCPercent(100), debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetGCPercent(oldGC); debug.SetMemoryLimit(oldLimit) })
+	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
+		t.Setenv(env, "") // restored after the test
+		os.Unsetenv(env)
+	}
+	ApplyRuntimeSettings(Config{GCPercent: 300, MemoryLimitMB: 70})
+	if got := debug.SetGCPercent(100); got != 300 {
+		t.Fatalf("GC percent %d, want 300", got)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 70<<20 {
+		t.Fatalf("memory limit %d, want %d", got, 70<<20)
+	}
+	os.Setenv("GOGC", "150")
+	ApplyRuntimeSettings(Config{GCPercent: 300})
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("GC percent %d after ApplyRuntimeSettings with GOGC set, want it left alone (100)", got)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -241,12 +242,18 @@ func gatherValue(g prometheus.Gatherer, name string, labels map[string]string) f
 // figures are medians over the pairs), VIGIL_BENCH_LOAD_GOGC (the load
 // child's GOGC, default off), VIGIL_BENCH_EXPORT (0: the agent exports
 // nothing; by default it sends metrics and spans to a sink, as users run
-// it), VIGIL_BENCH_CPUPROFILE (file prefix: CPU profile of this process
+// it); the agent's GC settings are vigil-agent's (-runtime.gc-percent,
+// GOGC wins), VIGIL_BENCH_CPUPROFILE (file prefix: CPU profile of this process
 // during the paced runs with the agent).
 func BenchmarkAgentOverhead(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("the agent benchmark needs root")
 	}
+	// The agent runs with vigil-agent's runtime settings, for the whole
+	// benchmark so that the phases without agent share them.
+	oldGC, oldLimit := debug.SetGCPercent(100), debug.SetMemoryLimit(-1)
+	ApplyRuntimeSettings(exportingConfig(b, false, false))
+	defer func() { debug.SetGCPercent(oldGC); debug.SetMemoryLimit(oldLimit) }()
 	rates := []int{1000, 5000}
 	if v := os.Getenv("VIGIL_BENCH_RATES"); v != "" {
 		rates = rates[:0]
