@@ -385,24 +385,24 @@ func waitDNSLookups(t *testing.T, a *Agent, service string, n int) {
 	}
 }
 
-func TestDNSLookups(t *testing.T) { forEachIOHookMode(t, testDNSLookups) }
+// TestDNSLookups: Go's resolver, on a connected UDP socket.
+func TestDNSLookups(t *testing.T) { forEachIOHookMode(t, dnsHelperTest("dns", "demo-dns", 4)) }
 
-func testDNSLookups(t *testing.T, cfg Config) {
-	a := startAgent(t, cfg)
-	server := dnsServer(t)
-	const n = 4
-	startHelper(t, "dns", "HELPER_N="+strconv.Itoa(n), "HELPER_DNS="+server, "OTEL_SERVICE_NAME=demo-dns")
-	waitDNSLookups(t, a, "demo-dns", n)
+// TestUnconnectedDNSLookups: musl's resolver, which sends each query with
+// sendto naming the server.
+func TestUnconnectedDNSLookups(t *testing.T) {
+	forEachIOHookMode(t, dnsHelperTest("dns-unconnected", "demo-musl-dns", 3))
 }
 
-func TestUnconnectedDNSLookups(t *testing.T) { forEachIOHookMode(t, testUnconnectedDNSLookups) }
-
-func testUnconnectedDNSLookups(t *testing.T, cfg Config) {
-	a := startAgent(t, cfg)
-	server := dnsServer(t)
-	const n = 3
-	startHelper(t, "dns-unconnected", "HELPER_N="+strconv.Itoa(n), "HELPER_DNS="+server, "OTEL_SERVICE_NAME=demo-musl-dns")
-	waitDNSLookups(t, a, "demo-musl-dns", n)
+// dnsHelperTest runs helper mode against a local DNS server, as service,
+// making n lookups, and waits for the agent to count them.
+func dnsHelperTest(mode, service string, n int) func(*testing.T, Config) {
+	return func(t *testing.T, cfg Config) {
+		a := startAgent(t, cfg)
+		server := dnsServer(t)
+		startHelper(t, mode, "HELPER_N="+strconv.Itoa(n), "HELPER_DNS="+server, "OTEL_SERVICE_NAME="+service)
+		waitDNSLookups(t, a, service, n)
+	}
 }
 
 // glibc's resolver (getaddrinfo, used by C, Python, Ruby, Node and the JVM)
