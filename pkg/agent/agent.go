@@ -699,12 +699,11 @@ func (a *Agent) httpObserver(k obsKey) prometheus.Observer {
 	return o
 }
 
-// span builds the span of a recorded exchange. It is separate from record
-// because attributes cost allocations that the metrics-only hot path must
-// not pay.
-// span builds the span of an exchange; for HTTP, http holds the route,
-// host and port its metrics were recorded with.
-func (a *Agent) span(ex *l7.Exchange, svc, inst string, http *obsKey) export.Span {
+// span builds the span of a recorded exchange; for HTTP, hk holds the
+// route, host and port its metrics were recorded with. It is separate from
+// record so that the metrics-only hot path builds no attributes. The
+// attributes live in a.spanAttrs until the next span.
+func (a *Agent) span(ex *l7.Exchange, svc, inst string, hk *obsKey) export.Span {
 	req, resp := &ex.Request, &ex.Response
 	span := export.Span{
 		ServiceName: svc, ServiceInstanceID: inst, HostName: a.host,
@@ -717,7 +716,7 @@ func (a *Agent) span(ex *l7.Exchange, svc, inst string, http *obsKey) export.Spa
 	num("network.peer.port", int(ex.Remote.Port()))
 	switch proto := req.Protocol; proto {
 	case l7.HTTP:
-		route := http.route
+		route := hk.route
 		str("http.request.method", req.Method)
 		num("http.response.status_code", resp.Status)
 		str("url.path", req.Path)
@@ -730,8 +729,8 @@ func (a *Agent) span(ex *l7.Exchange, svc, inst string, http *obsKey) export.Spa
 			span.Error = resp.Status >= 500
 		} else {
 			span.Name = req.Method
-			str("server.address", http.host)
-			if p, err := strconv.Atoi(http.port); err == nil {
+			str("server.address", hk.host)
+			if p, err := strconv.Atoi(hk.port); err == nil {
 				num("server.port", p)
 			}
 			span.Error = resp.Status >= 400
