@@ -254,9 +254,10 @@ func anyValueSize(a *Attr) int {
 }
 
 func appendKeyValue(buf []byte, field int, a *Attr) []byte {
-	buf = appendTagLen(buf, field, keyValueSize(a))
+	value := anyValueSize(a)
+	buf = appendTagLen(buf, field, sizeLen(fieldKeyValueKey, len(a.Key))+sizeLen(fieldKeyValueValue, value))
 	buf = appendString(buf, fieldKeyValueKey, a.Key)
-	buf = appendTagLen(buf, fieldKeyValueValue, anyValueSize(a))
+	buf = appendTagLen(buf, fieldKeyValueValue, value)
 	if a.IsInt {
 		buf = appendTag(buf, fieldAnyValueInt, wireVarint)
 		return binary.AppendUvarint(buf, uint64(a.Int))
